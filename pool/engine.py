@@ -1,0 +1,332 @@
+"""Docker engine adapter: ensure, remove and list context containers through docker-py.
+
+Containers are found by labels, never by name alone: several nodes may share one engine
+(tests, small sites), and a node must never touch a container another node owns.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import docker
+import docker.errors
+import requests
+
+from pool.errors import (
+    EngineError,
+    EngineUnavailableError,
+    ImageNotAllowedError,
+    ImageUnavailableError,
+    InvalidSpecError,
+    PermanentContextError,
+)
+from pool.models import ContextSpec
+from pool.settings import Settings
+
+log = logging.getLogger(__name__)
+
+LABEL_UUID = "ctxpool.uuid"
+LABEL_GENERATION = "ctxpool.generation"
+LABEL_SPEC_HASH = "ctxpool.spec-hash"
+LABEL_OWNER = "ctxpool.owner"
+LABEL_CONTEXT = "ctxpool.context"
+
+
+class EnsureAction(StrEnum):
+    UNCHANGED = "unchanged"
+    STARTED = "started"
+    CREATED = "created"
+    REPLACED = "replaced"
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerRef:
+    """A context container as the engine reports it."""
+
+    id: str
+    name: str
+    uuid: str
+    owner: str
+    spec_hash: str
+    generation: int
+    status: str
+
+    @classmethod
+    def from_container(cls, container: Any) -> ContainerRef:
+        labels = container.labels or {}
+        try:
+            generation = int(labels.get(LABEL_GENERATION, "0"))
+        except ValueError:
+            generation = 0
+        return cls(
+            id=container.id,
+            name=container.name,
+            uuid=labels.get(LABEL_UUID, ""),
+            owner=labels.get(LABEL_OWNER, ""),
+            spec_hash=labels.get(LABEL_SPEC_HASH, ""),
+            generation=generation,
+            status=container.status,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class EnsureResult:
+    action: EnsureAction
+    container_id: str
+
+
+def _convert(exc: Exception, what: str) -> EngineError:
+    """Map a docker-py / transport error to the ctxpool tree."""
+    if isinstance(exc, requests.exceptions.ConnectionError | docker.errors.DockerException) and (
+        not isinstance(exc, docker.errors.APIError)
+    ):
+        return EngineUnavailableError(f"{what}: Docker engine unreachable: {exc}")
+    if isinstance(exc, requests.exceptions.RequestException):
+        return EngineUnavailableError(f"{what}: Docker engine did not answer: {exc}")
+    if isinstance(exc, docker.errors.APIError):
+        detail = exc.explanation or str(exc)
+        if exc.is_client_error() and exc.status_code not in (404, 409):
+            return PermanentContextError(f"{what}: {detail}")
+        return EngineError(f"{what}: {detail}")
+    return EngineError(f"{what}: {exc}")
+
+
+class DockerEngine:
+    """Context containers on one Docker engine, with the secure defaults of ``Settings``."""
+
+    def __init__(self, client: docker.DockerClient, settings: Settings) -> None:
+        self.client = client
+        self.settings = settings
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DockerEngine:
+        """Connect to ``settings.docker_url`` (or the environment's Docker).
+
+        Raises:
+            EngineUnavailableError: the engine cannot be reached.
+        """
+        try:
+            if settings.docker_url:
+                client = docker.DockerClient(
+                    base_url=settings.docker_url, timeout=settings.docker_timeout_s
+                )
+            else:
+                client = docker.from_env(timeout=settings.docker_timeout_s)
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise _convert(exc, "connect") from exc
+        return cls(client, settings)
+
+    def version(self) -> str:
+        """The engine's server version.
+
+        Raises:
+            EngineUnavailableError: the engine cannot be reached.
+        """
+        try:
+            return str(self.client.version().get("Version", "unknown"))
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise _convert(exc, "version") from exc
+
+    # ---- policy -----------------------------------------------------------------------------
+
+    def check_policy(self, spec: ContextSpec) -> None:
+        """Reject specs the node's policy forbids.
+
+        Raises:
+            ImageNotAllowedError: the image matches no ``allowed_images`` pattern.
+            InvalidSpecError: a capability outside ``cap_allowlist`` is requested.
+        """
+        if not any(fnmatch.fnmatchcase(spec.image, pat) for pat in self.settings.allowed_images):
+            raise ImageNotAllowedError(
+                f"image {spec.image!r} is not allowed (CTXPOOL_ALLOWED_IMAGES="
+                f"{','.join(self.settings.allowed_images)})"
+            )
+        extra = sorted(set(spec.cap_add) - set(self.settings.cap_allowlist))
+        if extra:
+            raise InvalidSpecError(f"capabilities not allowed: {', '.join(extra)}")
+
+    def _ensure_image(self, image: str) -> None:
+        try:
+            self.client.images.get(image)
+            return
+        except docker.errors.ImageNotFound:
+            pass
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise _convert(exc, f"inspect image {image}") from exc
+        if not self.settings.pull_missing_images:
+            raise ImageUnavailableError(f"image {image!r} is not present and pulling is disabled")
+        repo, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "")
+        log.info("pulling image %s", image)
+        try:
+            self.client.images.pull(repo or image, tag=tag or "latest")
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            detail = getattr(exc, "explanation", None) or str(exc)
+            raise ImageUnavailableError(
+                f"image {image!r} is absent and could not be pulled: {detail}"
+            ) from exc
+
+    # ---- queries ----------------------------------------------------------------------------
+
+    def list_containers(
+        self, owner: str | None = None, uuid: str | None = None
+    ) -> list[ContainerRef]:
+        """Context containers (running or not), filtered by owner and/or uuid labels.
+
+        Raises:
+            EngineError: the engine failed.
+        """
+        labels = [LABEL_UUID if uuid is None else f"{LABEL_UUID}={uuid}"]
+        if owner is not None:
+            labels.append(f"{LABEL_OWNER}={owner}")
+        try:
+            found = self.client.containers.list(all=True, filters={"label": labels})
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise _convert(exc, "list containers") from exc
+        return [ContainerRef.from_container(c) for c in found]
+
+    def _by_name(self, name: str) -> ContainerRef | None:
+        try:
+            return ContainerRef.from_container(self.client.containers.get(name))
+        except docker.errors.NotFound:
+            return None
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise _convert(exc, f"inspect {name}") from exc
+
+    # ---- changes ----------------------------------------------------------------------------
+
+    def ensure(self, spec: ContextSpec, generation: int, owner: str) -> EnsureResult:
+        """Make the engine run exactly one container for ``spec``, owned by ``owner``.
+
+        Same spec and owner: at most a start (reads only when running). Anything else:
+        the old container is replaced.
+
+        Raises:
+            PermanentContextError: policy or image errors; retrying will not help.
+            EngineError: the engine failed (transient).
+        """
+        self.check_policy(spec)
+        want_hash = spec.spec_hash()
+        mine = self.list_containers(owner=owner, uuid=spec.uuid)
+        named = next((c for c in mine if c.name == spec.container_name), None)
+        if named is None:
+            # a container of that name may exist with another owner label (shared engine,
+            # taken over from a dead node): it stands in the way and is replaced.
+            named = self._by_name(spec.container_name)
+        for stale in (c for c in mine if c.name != spec.container_name):
+            self._remove(stale, "context renamed")
+
+        if named is not None and named.spec_hash == want_hash and named.owner == owner:
+            if named.status == "running":
+                return EnsureResult(EnsureAction.UNCHANGED, named.id)
+            if named.status in ("created", "exited", "paused"):
+                self._start(named)
+                return EnsureResult(EnsureAction.STARTED, named.id)
+        replaced = named is not None
+        if named is not None:
+            self._remove(named, "spec or owner changed")
+        container_id = self._create(spec, generation, owner, want_hash)
+        return EnsureResult(
+            EnsureAction.REPLACED if replaced else EnsureAction.CREATED, container_id
+        )
+
+    def _start(self, ref: ContainerRef) -> None:
+        try:
+            container = self.client.containers.get(ref.id)
+            if ref.status == "paused":
+                container.unpause()
+            else:
+                container.start()
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise _convert(exc, f"start {ref.name}") from exc
+
+    def _create(self, spec: ContextSpec, generation: int, owner: str, spec_hash: str) -> str:
+        self._ensure_image(spec.image)
+        res = spec.resources
+        s = self.settings
+        labels = {
+            LABEL_UUID: spec.uuid,
+            LABEL_GENERATION: str(generation),
+            LABEL_SPEC_HASH: spec_hash,
+            LABEL_OWNER: owner,
+            LABEL_CONTEXT: spec.context,
+        }
+        kwargs: dict[str, Any] = {
+            "name": spec.container_name,
+            "labels": labels,
+            "environment": spec.container_env(s.drp_endpoints),
+            "detach": True,
+            "privileged": False,
+            "cap_drop": ["ALL"],
+            "cap_add": list(spec.cap_add) or None,
+            "security_opt": ["no-new-privileges"],
+            "mem_limit": f"{res.memory_mb or s.default_memory_mb}m",
+            "nano_cpus": int((res.cpus or s.default_cpus) * 1e9),
+            "pids_limit": res.pids or s.default_pids,
+            "restart_policy": {"Name": "unless-stopped"},
+            "init": True,
+        }
+        if spec.command:
+            kwargs["command"] = list(spec.command)
+        try:
+            container = self.client.containers.create(spec.image, **kwargs)
+        except docker.errors.ImageNotFound as exc:
+            raise ImageUnavailableError(
+                f"image {spec.image!r} not found: {exc.explanation}"
+            ) from exc
+        except docker.errors.APIError as exc:
+            if exc.status_code == 409:
+                raise EngineError(f"create {spec.container_name}: name in use, retry") from exc
+            raise _convert(exc, f"create {spec.container_name}") from exc
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise _convert(exc, f"create {spec.container_name}") from exc
+        try:
+            container.start()
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            err = _convert(exc, f"start {spec.container_name}")
+            if isinstance(err, PermanentContextError):
+                # the spec cannot start (bad command, ...): leave nothing half-made behind
+                self._remove(ContainerRef.from_container(container), "failed to start")
+            raise err from exc
+        log.info(
+            "context %s: started container %s (%s) generation %d",
+            spec.uuid,
+            spec.container_name,
+            container.short_id,
+            generation,
+        )
+        return str(container.id)
+
+    def _remove(self, ref: ContainerRef, why: str) -> None:
+        try:
+            self.client.api.remove_container(ref.id, force=True, v=True)
+            log.info("context %s: removed container %s (%s)", ref.uuid, ref.name, why)
+        except docker.errors.NotFound:
+            pass
+        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+            if isinstance(exc, docker.errors.APIError) and exc.status_code == 409:
+                # removal already in progress on the engine
+                log.info("context %s: removal of %s already in progress", ref.uuid, ref.name)
+                return
+            raise _convert(exc, f"remove {ref.name}") from exc
+
+    def remove(self, uuid: str, owner: str) -> int:
+        """Remove every container of ``uuid`` labelled as owned by ``owner``.
+
+        Returns:
+            How many containers were removed.
+
+        Raises:
+            EngineError: the engine failed.
+        """
+        refs = self.list_containers(owner=owner, uuid=uuid)
+        for ref in refs:
+            self._remove(ref, "context removed")
+        return len(refs)
+
+    def remove_container(self, ref: ContainerRef, why: str) -> None:
+        """Remove one container found by :meth:`list_containers`."""
+        self._remove(ref, why)

@@ -1,0 +1,43 @@
+"""The ctxpool error tree. Third-party errors are converted at the boundary, raised ``from``."""
+
+from __future__ import annotations
+
+
+class CtxpoolError(Exception):
+    """Root of every error ctxpool raises on purpose."""
+
+
+class ConfigError(CtxpoolError):
+    """Settings or a request are invalid; fixing them is up to the operator."""
+
+
+class InvalidSpecError(ConfigError):
+    """A context spec violates policy (bad name, capability not allowed, ...)."""
+
+
+class StoreError(CtxpoolError):
+    """The Redis state store failed or is unreachable."""
+
+
+class EngineError(CtxpoolError):
+    """The Docker engine failed; usually transient (daemon restarting, timeout)."""
+
+
+class EngineUnavailableError(EngineError):
+    """The Docker engine cannot be reached at all."""
+
+
+class PermanentContextError(EngineError):
+    """The context cannot run as specified until its spec changes; never retried in a loop."""
+
+
+class ImageNotAllowedError(PermanentContextError):
+    """The image matches none of ``CTXPOOL_ALLOWED_IMAGES``."""
+
+
+class ImageUnavailableError(PermanentContextError):
+    """The image is absent on the engine and could not be pulled."""
+
+
+class LockBusyError(CtxpoolError):
+    """Another worker holds the lease of a context."""

@@ -1,0 +1,212 @@
+"""pydantic models that cross package and process boundaries."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from pool.queues import DEFAULT_TAG
+from pool.settings import validate_name
+
+_UUID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+#: Env names the container contract owns; a spec's ``env`` may not override them.
+CONTRACT_ENV = frozenset({"RS_UUID", "RS_TOKEN", "RS_CONTEXT", "RS_ENDPOINTS", "RS_ENDPOINT"})
+
+Uuid = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+def check_uuid(value: str) -> str:
+    """Validate a machine UUID (or any id usable in a container name).
+
+    Raises:
+        ValueError: characters outside ``[A-Za-z0-9_.-]``.
+    """
+    if not _UUID_RE.match(value):
+        raise ValueError(f"uuid {value!r} must be characters of [A-Za-z0-9_.-]")
+    return value
+
+
+class Resources(BaseModel):
+    """Container limits; ``None`` means the node's configured default."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    memory_mb: int | None = Field(None, ge=4, le=1 << 20)
+    cpus: float | None = Field(None, gt=0, le=512)
+    pids: int | None = Field(None, ge=8, le=1 << 22)
+
+
+class ContextSpec(BaseModel):
+    """What one context container must look like. The bridge builds these from DRP objects."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    uuid: str = Field(description="DRP machine UUID the context serves.")
+    context: str = Field(description="DRP context name (the container name's middle part).")
+    image: str = Field(min_length=1, max_length=512)
+    tag: str = Field(DEFAULT_TAG, description="Which node set hosts it.")
+    token: SecretStr = Field(SecretStr(""), description="Machine token (RS_TOKEN); never logged.")
+    endpoints: list[str] = Field(default_factory=list, description="DRP API URLs (RS_ENDPOINTS).")
+    env: dict[str, str] = Field(default_factory=dict)
+    command: list[str] | None = None
+    resources: Resources = Field(default_factory=Resources)
+    cap_add: list[str] = Field(default_factory=list)
+
+    _uuid = field_validator("uuid")(check_uuid)
+
+    @field_validator("context")
+    @classmethod
+    def _check_context(cls, value: str) -> str:
+        return validate_name(value, "context name")
+
+    @field_validator("tag")
+    @classmethod
+    def _check_tag(cls, value: str) -> str:
+        return validate_name(value, "tag")
+
+    @field_validator("env")
+    @classmethod
+    def _check_env(cls, value: dict[str, str]) -> dict[str, str]:
+        for name in value:
+            if not _ENV_NAME_RE.match(name):
+                raise ValueError(f"env name {name!r} is not a valid variable name")
+            if name in CONTRACT_ENV:
+                raise ValueError(f"env {name} is set by ctxpool from the spec; do not pass it")
+        return value
+
+    @field_validator("cap_add")
+    @classmethod
+    def _norm_caps(cls, value: list[str]) -> list[str]:
+        return sorted({cap.upper().removeprefix("CAP_") for cap in value})
+
+    @property
+    def container_name(self) -> str:
+        return f"drp-{self.context}-{self.uuid}"
+
+    def container_env(self, default_endpoints: list[str] | None = None) -> dict[str, str]:
+        """The env contract of DRP's docker-context engine plus the spec's own env."""
+        endpoints = self.endpoints or list(default_endpoints or [])
+        env = dict(self.env)
+        env.update(
+            RS_UUID=self.uuid,
+            RS_TOKEN=self.token.get_secret_value(),
+            RS_CONTEXT=self.context,
+            RS_ENDPOINTS=" ".join(endpoints),
+            RS_ENDPOINT=endpoints[0] if endpoints else "",
+        )
+        return env
+
+    def spec_hash(self) -> str:
+        """Hash of everything that shapes the container, token excluded.
+
+        A renewed token alone must not restart a running agent; placement (``tag``) does not
+        change the container either.
+        """
+        data = self.model_dump(mode="json", exclude={"token", "tag"})
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    def to_store(self) -> str:
+        """JSON for the state store, token included (the store is trusted; logs are not)."""
+        data = self.model_dump(mode="json")
+        data["token"] = self.token.get_secret_value()
+        return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+class Desired(StrEnum):
+    PRESENT = "present"
+    ABSENT = "absent"
+
+
+class DesiredState(BaseModel):
+    """The desired state of one context as kept in the store."""
+
+    model_config = ConfigDict(frozen=True)
+
+    uuid: str
+    desired: Desired
+    generation: int = Field(ge=0)
+    spec: ContextSpec | None = None
+    updated_at: float = 0.0
+
+
+class RunState(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    REMOVED = "removed"
+    ERROR = "error"
+
+
+class ContextStatus(BaseModel):
+    """Desired and observed state of one context, for the API and the CLI."""
+
+    uuid: str
+    desired: Desired | None = None
+    generation: int | None = None
+    tag: str | None = None
+    owner: str | None = None
+    owner_alive: bool = False
+    state: RunState = RunState.PENDING
+    applied_generation: int | None = None
+    container_id: str | None = None
+    last_error: str | None = None
+    error_generation: int | None = None
+    updated_at: float | None = None
+
+
+class NodeStats(BaseModel):
+    load_avg: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    running_contexts: int = 0
+    capacity: int = 0
+    gated: bool = False
+
+
+class NodeAnnotations(BaseModel):
+    os: str = ""
+    arch: str = ""
+    engine: str = ""
+    docker_version: str = ""
+
+
+class Membership(BaseModel):
+    """A node's heartbeat record."""
+
+    node: str
+    worker_id: str = Field(description="Celery hostname: address for `celery inspect/control`.")
+    incarnation: str = Field(description="Random id of this worker start.")
+    host: str = ""
+    pid: int = 0
+    tags: list[str] = Field(default_factory=list)
+    queues: list[str] = Field(default_factory=list)
+    stats: NodeStats = Field(default_factory=NodeStats)
+    annotations: NodeAnnotations = Field(default_factory=NodeAnnotations)
+    started_at: float = 0.0
+    heartbeat_at: float = 0.0
+
+
+class NodeView(BaseModel):
+    """A node as the CLI lists it: its last record and whether it is alive."""
+
+    name: str
+    alive: bool
+    last_seen: float
+    record: Membership | None = None
+
+
+class Nudge(BaseModel):
+    """Payload of ``tasks.contexts.reconcile``: which context to look at (nothing else)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    uuid: str
+    generation: int = Field(0, ge=0, description="Generation the sender saw; informative only.")
+    hops: int = Field(0, ge=0, le=16, description="Forwards so far, to break forwarding loops.")
+
+    _uuid = field_validator("uuid")(check_uuid)

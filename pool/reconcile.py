@@ -1,0 +1,309 @@
+"""Converge one context on its desired state (DESIGN.md invariants 1-5).
+
+A nudge only names a context. Whoever handles it takes the context's lease, reads the latest
+desired state and ownership, and either forwards the nudge to the live owner, claims the
+context, or converges the local Docker engine on it. Duplicated, reordered or stale nudges
+therefore cannot leave a wrong container behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from pool.engine import DockerEngine
+from pool.errors import EngineError, PermanentContextError
+from pool.models import Desired, DesiredState, Nudge, RunState
+from pool.queues import node_queue, tag_queue
+from pool.settings import Settings
+from pool.store import LockHolder, StateStore
+
+log = logging.getLogger(__name__)
+
+#: A nudge forwarded more often than this is dropped (ownership is flapping; a sweep repairs).
+MAX_HOPS = 8
+#: Rounds one handler runs while new work keeps arriving before it hands the rest on.
+MAX_ROUNDS = 5
+
+#: Sends a nudge to a queue: ``publish(nudge, queue_name)``.
+Publisher = Callable[[Nudge, str], None]
+
+
+class Outcome(StrEnum):
+    CONVERGED = "converged"
+    REMOVED = "removed"
+    FORWARDED = "forwarded"
+    REQUEUED = "requeued"
+    BUSY = "busy"
+    ERROR = "error"
+    ORPHAN = "orphan"
+    NOTHING = "nothing"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeIdentity:
+    """Who this node is: fixed for the life of one worker start."""
+
+    name: str
+    tags: frozenset[str]
+    capacity: int
+    incarnation: str = field(default_factory=lambda: secrets.token_hex(8))
+
+
+class Reconciler:
+    """Per-context convergence for one node. Thread-safe; one instance per process."""
+
+    def __init__(
+        self,
+        store: StateStore,
+        engine: DockerEngine,
+        settings: Settings,
+        node: NodeIdentity,
+        publish: Publisher,
+    ) -> None:
+        self.store = store
+        self.engine = engine
+        self.settings = settings
+        self.node = node
+        self.publish = publish
+
+    # ---- locking ----------------------------------------------------------------------------
+
+    def _token(self) -> str:
+        return f"{self.node.name}|{self.node.incarnation}|{os.getpid()}|{secrets.token_hex(4)}"
+
+    def _holder_dead(self, token: str) -> bool:
+        """A lease whose holder cannot be working any more (crashed process or node)."""
+        holder = LockHolder.parse(token)
+        parts = token.split("|")
+        if holder.node == self.node.name:
+            if holder.incarnation != self.node.incarnation:
+                return True  # an earlier start of this very node
+            try:
+                os.kill(int(parts[2]), 0)
+            except (ValueError, IndexError):
+                return True
+            except ProcessLookupError:
+                return True  # a pool child of ours that died mid-task
+            except PermissionError:
+                return False
+            return False
+        record = self.store.membership(holder.node)
+        return record is None or record.incarnation != holder.incarnation
+
+    def reconcile(self, nudge: Nudge) -> Outcome:
+        """Handle one nudge: converge the context under its lease.
+
+        Raises:
+            StoreError: Redis failed (the task is retried by redelivery; nothing is lost).
+        """
+        return self._leased(nudge, lambda: self._converge(nudge.uuid, nudge.hops))
+
+    def drop_foreign(self, uuid: str) -> Outcome:
+        """Remove this node's containers of ``uuid`` if another node owns it now."""
+        return self._leased(Nudge(uuid=uuid), lambda: self._drop_foreign(uuid))
+
+    def _drop_foreign(self, uuid: str) -> Outcome:
+        owner = self.store.owner(uuid)
+        if owner is None or owner == self.node.name:
+            return self._converge(uuid, 0)
+        for ref in self.engine.list_containers(owner=self.node.name, uuid=uuid):
+            self.engine.remove_container(ref, f"now owned by {owner}")
+        self.store.disown(uuid, self.node.name)  # drops a stale owned-set entry only
+        return Outcome.REMOVED
+
+    def _leased(self, nudge: Nudge, work: Callable[[], Outcome]) -> Outcome:
+        uuid = nudge.uuid
+        outcome = Outcome.NOTHING
+        for _ in range(MAX_ROUNDS):
+            token = self._token()
+            acquired, holder = self.store.lock_acquire(uuid, token, self.settings.lock_ttl_s)
+            if not acquired:
+                if (
+                    holder
+                    and self._holder_dead(holder)
+                    and self.store.lock_steal(uuid, holder, token, self.settings.lock_ttl_s)
+                ):
+                    log.warning(
+                        "context %s: took over the lease of dead holder %s",
+                        uuid,
+                        LockHolder.parse(holder).node,
+                    )
+                else:
+                    # The holder sees the dirty mark when it lets go and runs once more.
+                    log.debug("context %s: busy, left to the lease holder", uuid)
+                    return Outcome.BUSY
+            try:
+                outcome = work()
+            finally:
+                released = self.store.lock_release(uuid, token)
+            if released != 2:
+                if released == 0:
+                    log.warning(
+                        "context %s: lease expired during work (lock_ttl_s=%s)",
+                        uuid,
+                        self.settings.lock_ttl_s,
+                    )
+                return outcome
+        # Still being changed: hand the next round to the queue rather than hog a slot.
+        self.publish(Nudge(uuid=uuid, hops=nudge.hops), node_queue(self.node.name))
+        return outcome
+
+    # ---- convergence ------------------------------------------------------------------------
+
+    def _converge(self, uuid: str, hops: int) -> Outcome:
+        me = self.node.name
+        desired = self.store.get_desired(uuid)
+        owner = self.store.owner(uuid)
+        present = desired is not None and desired.desired is Desired.PRESENT
+
+        if owner and owner != me:
+            if self.store.is_alive(owner):
+                return self._forward(uuid, owner, desired, hops)
+            log.warning("context %s: owner %s is stalled, taking over", uuid, owner)
+            capacity = self.node.capacity if present else 0
+            if (
+                present
+                and desired is not None
+                and desired.spec is not None
+                and (desired.spec.tag not in self.node.tags)
+            ):
+                # not ours to take: let a node with the right tag do it
+                return self._requeue(uuid, desired, hops)
+            claim = self.store.claim(uuid, me, owner, capacity)
+            if not claim.ok:
+                return (
+                    self._requeue(uuid, desired, hops)
+                    if claim.outcome == "full"
+                    else (Outcome.BUSY)
+                )
+            owner = me
+
+        if desired is None:
+            return self._orphan(uuid, owner)
+        if not present:
+            return self._converge_absent(uuid, desired)
+        assert desired.spec is not None
+        if desired.spec.tag not in self.node.tags:
+            if owner == me:
+                # re-tagged: this node no longer qualifies; release it to the new tag
+                self.engine.remove(uuid, me)
+                self.store.disown(uuid, me)
+                log.info("context %s: tag is now %s, released", uuid, desired.spec.tag)
+            return self._requeue(uuid, desired, hops)
+        if owner is None:
+            claim = self.store.claim(uuid, me, None, self.node.capacity)
+            if claim.outcome == "full":
+                return self._requeue(uuid, desired, hops)
+            if not claim.ok:
+                return self._forward(uuid, claim.owner, desired, hops)
+        return self._converge_present(uuid, desired)
+
+    def _forward(self, uuid: str, owner: str, desired: DesiredState | None, hops: int) -> Outcome:
+        if hops >= MAX_HOPS:
+            log.error("context %s: dropped nudge after %d forwards (owner %s)", uuid, hops, owner)
+            return Outcome.NOTHING
+        gen = desired.generation if desired else 0
+        self.publish(Nudge(uuid=uuid, generation=gen, hops=hops + 1), node_queue(owner))
+        return Outcome.FORWARDED
+
+    def _requeue(self, uuid: str, desired: DesiredState | None, hops: int) -> Outcome:
+        if desired is None or desired.spec is None:
+            return Outcome.NOTHING
+        if hops >= MAX_HOPS:
+            # Every node with that tag refuses it now; the pool sweep re-nudges it later.
+            log.info("context %s: no node of tag %s can take it now", uuid, desired.spec.tag)
+            return Outcome.REQUEUED
+        nudge = Nudge(uuid=uuid, generation=desired.generation, hops=hops + 1)
+        self.publish(nudge, tag_queue(desired.spec.tag))
+        return Outcome.REQUEUED
+
+    def _converge_absent(self, uuid: str, desired: DesiredState) -> Outcome:
+        me = self.node.name
+        try:
+            self.engine.remove(uuid, me)
+        except EngineError as exc:
+            self.store.set_status(uuid, state=RunState.ERROR.value, last_error=str(exc))
+            log.warning("context %s: remove failed, the sweep retries: %s", uuid, exc)
+            return Outcome.ERROR
+        if not self.store.finalize_absent(
+            uuid, me, desired.generation, self.settings.tombstone_ttl_s
+        ):
+            # desired state changed meanwhile: run once more before the lease goes
+            self.store.mark_dirty(uuid, self.settings.lock_ttl_s)
+        return Outcome.REMOVED
+
+    def _converge_present(self, uuid: str, desired: DesiredState) -> Outcome:
+        assert desired.spec is not None
+        me = self.node.name
+        try:
+            result = self.engine.ensure(desired.spec, desired.generation, me)
+        except PermanentContextError as exc:
+            log.error("context %s: generation %d cannot run: %s", uuid, desired.generation, exc)
+            self.store.set_status(
+                uuid,
+                owner=me,
+                state=RunState.ERROR.value,
+                last_error=str(exc),
+                error_generation=desired.generation,
+            )
+            return Outcome.ERROR
+        except EngineError as exc:
+            log.warning("context %s: engine failed, the sweep retries: %s", uuid, exc)
+            self.store.set_status(
+                uuid,
+                owner=me,
+                state=RunState.ERROR.value,
+                last_error=str(exc),
+                error_generation=desired.generation,
+            )
+            return Outcome.ERROR
+        self.store.set_status(
+            uuid,
+            owner=me,
+            state=RunState.RUNNING.value,
+            applied_generation=desired.generation,
+            container_id=result.container_id,
+            last_error=None,
+            error_generation=None,
+            orphan_since=None,
+        )
+        log.info("context %s: %s (generation %d)", uuid, result.action.value, desired.generation)
+        return Outcome.CONVERGED
+
+    def _orphan(self, uuid: str, owner: str | None) -> Outcome:
+        """No desired state at all: the store lost it, or the context is long gone.
+
+        Ownership is rebuilt from labels and the container kept for ``orphan_grace_s`` so a
+        resync can rewrite desired state; then it is removed.
+        """
+        me = self.node.name
+        containers = self.engine.list_containers(owner=me, uuid=uuid)
+        if not containers:
+            if owner == me:
+                self.store.disown(uuid, me)
+            return Outcome.NOTHING
+        if owner is None:
+            self.store.claim(uuid, me, None, 0)
+        since = self.store.orphan_since(uuid)
+        now = time.time()
+        if since is None:
+            self.store.set_status(uuid, owner=me, state=RunState.RUNNING.value, orphan_since=now)
+            log.warning(
+                "context %s: container without desired state, kept %.0fs for a resync",
+                uuid,
+                self.settings.orphan_grace_s,
+            )
+            return Outcome.ORPHAN
+        if now - since < self.settings.orphan_grace_s:
+            return Outcome.ORPHAN
+        for ref in containers:
+            self.engine.remove_container(ref, "orphan: no desired state")
+        self.store.disown(uuid, me)
+        self.store.forget_status(uuid)
+        return Outcome.REMOVED

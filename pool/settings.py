@@ -1,0 +1,170 @@
+"""ctxpool settings: one pydantic-settings model, built once and passed down.
+
+Values come from (highest priority first) keyword arguments, ``CTXPOOL_*`` environment
+variables, and an optional TOML file named by ``CTXPOOL_CONFIG_FILE``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+#: Linux capabilities a context spec may add back (everything else stays dropped).
+DEFAULT_CAP_ALLOWLIST = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID", "NET_BIND_SERVICE")
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+def _split_commas(value: Any) -> Any:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def validate_name(value: str, what: str) -> str:
+    """Check that a node name or tag is usable in a queue and container name.
+
+    Raises:
+        ValueError: the name has characters outside ``[A-Za-z0-9_.-]`` or is too long.
+    """
+    if not _NAME_RE.match(value):
+        raise ValueError(
+            f"{what} {value!r} must be 1-63 characters of [A-Za-z0-9_.-], starting alphanumeric"
+        )
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything a node, the bridge and the CLI need to know."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CTXPOOL_", extra="ignore", validate_default=True, frozen=True
+    )
+
+    broker_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Celery broker: redis://, rediss:// or amqp:// (RabbitMQ).",
+    )
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0", description="Redis for the state store (always Redis)."
+    )
+    key_prefix: str = Field("ctxpool:", description="Prefix of every Redis key ctxpool writes.")
+    node_name: str = Field(default_factory=socket.gethostname, description="This node's name.")
+    tags: CommaList = Field(default_factory=list, description="Extra tags this node serves.")
+    capacity: int = Field(20, ge=1, description="Contexts one node runs at most.")
+    docker_url: str | None = Field(
+        None, description="Docker API URL; unset means the environment (DOCKER_HOST or socket)."
+    )
+    docker_timeout_s: int = Field(60, ge=1)
+    engine: str = Field("docker-context", description="The DRP context engine this pool serves.")
+    allowed_images: CommaList = Field(
+        default_factory=lambda: ["*"], description="Glob patterns of images contexts may use."
+    )
+    pull_missing_images: bool = Field(True, description="Try to pull an image that is absent.")
+    cap_allowlist: CommaList = Field(default_factory=lambda: list(DEFAULT_CAP_ALLOWLIST))
+    default_memory_mb: int = Field(512, ge=4)
+    default_cpus: float = Field(1.0, gt=0)
+    default_pids: int = Field(512, ge=8)
+    heartbeat_s: float = Field(10.0, gt=0, description="Membership heartbeat interval.")
+    heartbeat_ttl_s: float | None = Field(
+        None, description="Membership TTL; default 3 x heartbeat_s. Older = stalled."
+    )
+    capacity_check_s: float = Field(1.0, gt=0, description="How often gating re-checks load.")
+    sweep_s: float = Field(60.0, gt=0, description="Period of the container/state sweep.")
+    lock_ttl_s: float = Field(120.0, gt=0, description="Lease of the per-context lock.")
+    tombstone_ttl_s: int = Field(86400, ge=60, description="How long removed contexts are kept.")
+    orphan_grace_s: float = Field(
+        300.0, ge=0, description="How long a labelled container with no desired state is kept."
+    )
+    visibility_timeout_s: int = Field(
+        3600, ge=60, description="Redis broker: redelivery of unacked messages after this."
+    )
+    send_events: bool = Field(True, description="Emit Celery task events (Flower).")
+    drp_endpoints: CommaList = Field(
+        default_factory=list, description="RS_ENDPOINTS given to containers when a spec has none."
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("CTXPOOL_CONFIG_FILE")
+        if config_file:
+            path = Path(config_file)
+            if not path.is_file():
+                raise FileNotFoundError(f"CTXPOOL_CONFIG_FILE={config_file} does not exist")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    _split = field_validator(
+        "tags", "allowed_images", "cap_allowlist", "drp_endpoints", mode="before"
+    )(_split_commas)
+
+    @field_validator("tags")
+    @classmethod
+    def _check_tags(cls, value: list[str]) -> list[str]:
+        return [validate_name(tag, "tag") for tag in value]
+
+    @field_validator("node_name")
+    @classmethod
+    def _check_node(cls, value: str) -> str:
+        return validate_name(value, "node name")
+
+    @field_validator("cap_allowlist")
+    @classmethod
+    def _upper_caps(cls, value: list[str]) -> list[str]:
+        return [cap.upper().removeprefix("CAP_") for cap in value]
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _check_prefix(cls, value: str) -> str:
+        if not value or any(ch.isspace() for ch in value):
+            raise ValueError("key_prefix must be non-empty without whitespace")
+        return value
+
+    @model_validator(mode="after")
+    def _check_ttls(self) -> Settings:
+        if self.heartbeat_ttl_s is not None and self.heartbeat_ttl_s <= self.heartbeat_s:
+            raise ValueError("heartbeat_ttl_s must be longer than heartbeat_s")
+        return self
+
+    @property
+    def membership_ttl_s(self) -> float:
+        """Seconds after the last heartbeat at which a node counts as stalled."""
+        return self.heartbeat_ttl_s if self.heartbeat_ttl_s is not None else 3 * self.heartbeat_s
+
+    def redacted(self) -> dict[str, Any]:
+        """Settings as a dict that is safe to log: passwords in URLs are masked."""
+        data = self.model_dump()
+        for key in ("broker_url", "redis_url", "docker_url"):
+            if data.get(key):
+                data[key] = redact_url(data[key])
+        return data
+
+
+_URL_PASSWORD = re.compile(r"(?P<scheme>[a-z+]+://)(?P<user>[^:@/]*):(?P<pw>[^@/]*)@")
+
+
+def redact_url(url: str) -> str:
+    """Mask the password of ``scheme://user:password@host`` URLs."""
+    return _URL_PASSWORD.sub(lambda m: f"{m['scheme']}{m['user']}:***@", url)

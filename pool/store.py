@@ -1,0 +1,425 @@
+"""The desired-state store in Redis: desired state, ownership, lease locks, membership.
+
+Multi-key updates are Lua scripts (``pool/lua``); every key lives under one prefix
+(``pool.keys``). Redis errors become :class:`~pool.errors.StoreError`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, ParamSpec, TypeVar
+
+import redis
+from pydantic import ValidationError
+
+from pool.errors import StoreError
+from pool.keys import Keys
+from pool.models import (
+    ContextSpec,
+    ContextStatus,
+    Desired,
+    DesiredState,
+    Membership,
+    NodeView,
+    RunState,
+)
+
+log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+#: Membership records of nodes unseen for this long are dropped from the node index.
+NODE_INDEX_RETENTION_S = 86400.0
+
+
+def _converting(fn: Callable[P, R]) -> Callable[P, R]:
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except redis.RedisError as exc:
+            raise StoreError(f"state store: {type(exc).__name__}: {exc}") from exc
+
+    return wrapper
+
+
+def _script(name: str) -> str:
+    return (resources.files("pool") / "lua" / f"{name}.lua").read_text()
+
+
+@dataclass(frozen=True, slots=True)
+class LockHolder:
+    """Who holds a lease: parsed from the lock token ``node|incarnation|nonce``."""
+
+    node: str
+    incarnation: str
+    token: str
+
+    @classmethod
+    def parse(cls, token: str) -> LockHolder:
+        node, _, rest = token.partition("|")
+        incarnation, _, _ = rest.partition("|")
+        return cls(node=node, incarnation=incarnation, token=token)
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimResult:
+    """Outcome of an ownership compare-and-set."""
+
+    outcome: str  # "ok" | "full" | "lost"
+    owner: str
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "ok"
+
+
+class StateStore:
+    """Typed access to ctxpool's Redis keys. Thread-safe (redis-py pools connections)."""
+
+    def __init__(self, client: redis.Redis, prefix: str = "ctxpool:") -> None:
+        self.redis = client
+        self.keys = Keys(prefix)
+        self._put_desired = client.register_script(_script("put_desired"))
+        self._claim = client.register_script(_script("claim"))
+        self._disown = client.register_script(_script("disown"))
+        self._finalize_absent = client.register_script(_script("finalize_absent"))
+        self._lock_acquire = client.register_script(_script("lock_acquire"))
+        self._lock_release = client.register_script(_script("lock_release"))
+        self._lock_steal = client.register_script(_script("lock_steal"))
+
+    @classmethod
+    def from_url(cls, url: str, prefix: str = "ctxpool:") -> StateStore:
+        """Connect to the Redis at ``url`` (``redis://``, ``rediss://``, ``unix://``)."""
+        client = redis.Redis.from_url(
+            url,
+            decode_responses=True,
+            socket_timeout=10,
+            socket_connect_timeout=5,
+            health_check_interval=30,
+            retry_on_timeout=True,
+        )
+        return cls(client, prefix)
+
+    # ---- desired state -------------------------------------------------------------------
+
+    @_converting
+    def put_desired(
+        self,
+        uuid: str,
+        desired: Desired,
+        spec: ContextSpec | None = None,
+        generation: int | None = None,
+    ) -> tuple[int, bool]:
+        """Write a context's desired state.
+
+        Args:
+            uuid: the context (machine) id.
+            desired: present or absent.
+            spec: required when present.
+            generation: an ordered writer's own generation; a write not newer than the stored
+                one is ignored as stale. ``None`` bumps the stored generation on change.
+
+        Returns:
+            ``(generation, changed)``: the generation now stored, and whether this write
+            changed the desired state.
+        """
+        if desired is Desired.PRESENT and spec is None:
+            raise ValueError("a present context needs a spec")
+        result = self._put_desired(
+            keys=[self.keys.ctx(uuid), self.keys.contexts],
+            args=[
+                uuid,
+                desired.value,
+                spec.to_store() if spec else "",
+                spec.spec_hash() if spec else "",
+                spec.tag if spec else "",
+                "" if generation is None else str(generation),
+                repr(time.time()),
+            ],
+        )
+        return int(result[0]), bool(int(result[1]))
+
+    @_converting
+    def get_desired(self, uuid: str) -> DesiredState | None:
+        """The desired state of ``uuid``, or ``None`` when the store has no record."""
+        return self._parse_desired(uuid, self.redis.hgetall(self.keys.ctx(uuid)))
+
+    @staticmethod
+    def _parse_desired(uuid: str, raw: dict[str, str]) -> DesiredState | None:
+        if not raw or "desired" not in raw:
+            return None
+        spec = None
+        if raw.get("desired") == Desired.PRESENT and raw.get("spec"):
+            try:
+                spec = ContextSpec.model_validate_json(raw["spec"])
+            except ValidationError as exc:
+                log.error("context %s: stored spec is invalid, treating as absent: %s", uuid, exc)
+                return DesiredState(
+                    uuid=uuid, desired=Desired.ABSENT, generation=int(raw.get("generation", 0))
+                )
+        return DesiredState(
+            uuid=uuid,
+            desired=Desired(raw["desired"]),
+            generation=int(raw.get("generation", 0)),
+            spec=spec,
+            updated_at=float(raw.get("updated_at", 0.0)),
+        )
+
+    @_converting
+    def iter_context_ids(self, batch: int = 500) -> Iterator[str]:
+        """Every context id in the index, oldest change first."""
+        for uuid, _score in self.redis.zscan_iter(self.keys.contexts, count=batch):
+            yield uuid
+
+    @_converting
+    def forget_index_entry(self, uuid: str) -> None:
+        """Drop an index entry whose records have expired."""
+        if not self.redis.exists(self.keys.ctx(uuid), self.keys.status(uuid)):
+            self.redis.zrem(self.keys.contexts, uuid)
+
+    # ---- observed state ------------------------------------------------------------------
+
+    @_converting
+    def set_status(self, uuid: str, **fields: Any) -> None:
+        """Record observed state (``state``, ``applied_generation``, ``last_error`` ...)."""
+        mapping = {k: ("" if v is None else str(v)) for k, v in fields.items()}
+        mapping["updated_at"] = repr(time.time())
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.status(uuid), mapping=mapping)
+            pipe.persist(self.keys.status(uuid))
+            pipe.execute()
+
+    @_converting
+    def status(self, uuid: str) -> ContextStatus:
+        """Desired plus observed state of one context."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(self.keys.ctx(uuid))
+            pipe.hgetall(self.keys.status(uuid))
+            pipe.get(self.keys.owner(uuid))
+            raw_ctx, raw_status, owner = pipe.execute()
+        status = self._build_status(uuid, raw_ctx, raw_status, owner)
+        status.owner_alive = bool(owner) and self.is_alive(owner)
+        return status
+
+    @_converting
+    def statuses(self, uuids: list[str]) -> list[ContextStatus]:
+        """Status of many contexts in one round trip per 500."""
+        out: list[ContextStatus] = []
+        for start in range(0, len(uuids), 500):
+            chunk = uuids[start : start + 500]
+            with self.redis.pipeline(transaction=False) as pipe:
+                for uuid in chunk:
+                    pipe.hgetall(self.keys.ctx(uuid))
+                    pipe.hgetall(self.keys.status(uuid))
+                    pipe.get(self.keys.owner(uuid))
+                raw = pipe.execute()
+            owners = {raw[i * 3 + 2] for i in range(len(chunk)) if raw[i * 3 + 2]}
+            alive = self.alive_nodes(owners)
+            for i, uuid in enumerate(chunk):
+                status = self._build_status(uuid, raw[i * 3], raw[i * 3 + 1], raw[i * 3 + 2])
+                status.owner_alive = status.owner in alive
+                out.append(status)
+        return out
+
+    def _build_status(
+        self, uuid: str, raw_ctx: dict[str, str], raw_status: dict[str, str], owner: str | None
+    ) -> ContextStatus:
+        def num(raw: dict[str, str], key: str) -> int | None:
+            value = raw.get(key)
+            return int(value) if value else None
+
+        state = raw_status.get("state") or RunState.PENDING.value
+        return ContextStatus(
+            uuid=uuid,
+            desired=Desired(raw_ctx["desired"]) if raw_ctx.get("desired") else None,
+            generation=num(raw_ctx, "generation"),
+            tag=raw_ctx.get("tag") or None,
+            owner=owner,
+            state=RunState(state),
+            applied_generation=num(raw_status, "applied_generation"),
+            container_id=raw_status.get("container_id") or None,
+            last_error=raw_status.get("last_error") or None,
+            error_generation=num(raw_status, "error_generation"),
+            updated_at=float(raw_status["updated_at"]) if raw_status.get("updated_at") else None,
+        )
+
+    # ---- ownership -----------------------------------------------------------------------
+
+    @_converting
+    def orphan_since(self, uuid: str) -> float | None:
+        """When a container without desired state was first seen (``None``: not an orphan)."""
+        raw = self.redis.hget(self.keys.status(uuid), "orphan_since")
+        return float(raw) if raw else None
+
+    @_converting
+    def forget_status(self, uuid: str) -> None:
+        self.redis.delete(self.keys.status(uuid))
+
+    @_converting
+    def mark_dirty(self, uuid: str, ttl_s: float) -> None:
+        """Ask the current lease holder to run once more before it lets go."""
+        self.redis.set(self.keys.dirty(uuid), "1", px=int(ttl_s * 1000))
+
+    @_converting
+    def owner(self, uuid: str) -> str | None:
+        value: str | None = self.redis.get(self.keys.owner(uuid))
+        return value or None
+
+    @_converting
+    def claim(self, uuid: str, node: str, expected: str | None, capacity: int = 0) -> ClaimResult:
+        """Compare-and-set the owner of ``uuid`` from ``expected`` to ``node``.
+
+        A node already holding ``capacity`` contexts cannot claim another (``full``).
+        """
+        outcome, owner = self._claim(
+            keys=[
+                self.keys.owner(uuid),
+                self.keys.owned(node),
+                self.keys.owned(expected or node),
+            ],
+            args=[uuid, node, expected or "", capacity],
+        )
+        return ClaimResult(outcome=str(outcome), owner=str(owner))
+
+    @_converting
+    def disown(self, uuid: str, node: str) -> bool:
+        """Give up ownership of ``uuid`` if ``node`` holds it."""
+        return bool(
+            self._disown(keys=[self.keys.owner(uuid), self.keys.owned(node)], args=[uuid, node])
+        )
+
+    @_converting
+    def owned_by(self, node: str) -> set[str]:
+        return set(self.redis.smembers(self.keys.owned(node)))
+
+    @_converting
+    def count_owned(self, node: str) -> int:
+        return int(self.redis.scard(self.keys.owned(node)))
+
+    @_converting
+    def finalize_absent(self, uuid: str, node: str, generation: int, ttl_s: int) -> bool:
+        """Record that ``node`` removed the container of absent ``uuid`` at ``generation``.
+
+        Returns:
+            False when the desired state moved on meanwhile (the caller must reconcile again).
+        """
+        return bool(
+            self._finalize_absent(
+                keys=[
+                    self.keys.ctx(uuid),
+                    self.keys.status(uuid),
+                    self.keys.owner(uuid),
+                    self.keys.owned(node),
+                ],
+                args=[uuid, node, generation, ttl_s, repr(time.time())],
+            )
+        )
+
+    # ---- lease locks ---------------------------------------------------------------------
+
+    @_converting
+    def lock_acquire(self, uuid: str, token: str, ttl_s: float) -> tuple[bool, str]:
+        """Try to take the lease of ``uuid``. On failure the context is marked dirty.
+
+        Returns:
+            ``(acquired, holder_token)``.
+        """
+        ok, holder = self._lock_acquire(
+            keys=[self.keys.lock(uuid), self.keys.dirty(uuid)], args=[token, int(ttl_s * 1000)]
+        )
+        return bool(int(ok)), str(holder)
+
+    @_converting
+    def lock_release(self, uuid: str, token: str) -> int:
+        """Release the lease: 1 released, 2 released but dirty (run again), 0 not held."""
+        return int(
+            self._lock_release(keys=[self.keys.lock(uuid), self.keys.dirty(uuid)], args=[token])
+        )
+
+    @_converting
+    def lock_steal(self, uuid: str, holder: str, token: str, ttl_s: float) -> bool:
+        """Replace a dead holder's lease with ours (CAS on the holder token)."""
+        return bool(
+            self._lock_steal(keys=[self.keys.lock(uuid)], args=[holder, token, int(ttl_s * 1000)])
+        )
+
+    @_converting
+    def lease(self, key: str, token: str, ttl_s: float) -> bool:
+        """A plain ``SET NX PX`` lease on a full key name (e.g. the sweep lease)."""
+        return bool(self.redis.set(key, token, nx=True, px=int(ttl_s * 1000)))
+
+    # ---- membership ----------------------------------------------------------------------
+
+    @_converting
+    def heartbeat(self, record: Membership, ttl_s: float) -> None:
+        """Write the membership record of a node with a TTL."""
+        now = time.time()
+        with self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self.keys.node(record.node), record.model_dump_json(), px=int(ttl_s * 1000))
+            pipe.zadd(self.keys.nodes, {record.node: now})
+            pipe.zremrangebyscore(self.keys.nodes, "-inf", now - NODE_INDEX_RETENTION_S)
+            pipe.execute()
+
+    @_converting
+    def membership(self, node: str) -> Membership | None:
+        raw = self.redis.get(self.keys.node(node))
+        return Membership.model_validate_json(raw) if raw else None
+
+    @_converting
+    def is_alive(self, node: str) -> bool:
+        return bool(self.redis.exists(self.keys.node(node)))
+
+    @_converting
+    def alive_nodes(self, names: set[str]) -> set[str]:
+        if not names:
+            return set()
+        ordered = sorted(names)
+        with self.redis.pipeline(transaction=False) as pipe:
+            for name in ordered:
+                pipe.exists(self.keys.node(name))
+            flags = pipe.execute()
+        return {name for name, flag in zip(ordered, flags, strict=True) if flag}
+
+    @_converting
+    def nodes(self) -> list[NodeView]:
+        """Every node seen in the last day, alive or stalled."""
+        entries = self.redis.zrange(self.keys.nodes, 0, -1, withscores=True)
+        if not entries:
+            return []
+        with self.redis.pipeline(transaction=False) as pipe:
+            for name, _ in entries:
+                pipe.get(self.keys.node(name))
+            raws = pipe.execute()
+        views = []
+        for (name, seen), raw in zip(entries, raws, strict=True):
+            record = None
+            if raw:
+                try:
+                    record = Membership.model_validate(json.loads(raw))
+                except (ValidationError, ValueError):
+                    log.warning("node %s: unreadable membership record", name)
+            views.append(NodeView(name=name, alive=raw is not None, last_seen=seen, record=record))
+        return views
+
+    @_converting
+    def check_server(self) -> list[str]:
+        """Problems with the Redis server's configuration (empty when fine)."""
+        problems = []
+        try:
+            policy = self.redis.config_get("maxmemory-policy").get("maxmemory-policy")
+        except redis.ResponseError:  # CONFIG disabled (managed Redis): cannot tell
+            return problems
+        if policy and policy != "noeviction":
+            problems.append(
+                f"Redis maxmemory-policy is {policy!r}; use 'noeviction' or queued messages and "
+                "state can be evicted silently"
+            )
+        return problems

@@ -1,0 +1,138 @@
+"""Periodic repair: what events and nudges missed, a sweep puts right.
+
+- The node sweep (every node, at start and every ``sweep_s``) looks at every container labelled
+  as this node's and every context the store says it owns, and reconciles each: missing ones are
+  created, stale ones fixed, ones it no longer owns removed.
+- The pool sweep (one node per period, by lease) re-nudges contexts that wait without a live
+  owner: never claimed (a lost nudge, a crash before the claim) or owned by a stalled node.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from pool.errors import CtxpoolError
+from pool.models import Desired, Nudge
+from pool.queues import tag_queue
+from pool.reconcile import Outcome, Publisher, Reconciler
+
+log = logging.getLogger(__name__)
+
+_BATCH = 500
+
+
+@dataclass
+class SweepReport:
+    """What one sweep did, for logs and tests."""
+
+    checked: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+    renudged: int = 0
+    errors: int = 0
+    pool_sweep: bool = False
+
+    def count(self, outcome: Outcome) -> None:
+        self.outcomes[outcome.value] = self.outcomes.get(outcome.value, 0) + 1
+
+
+class Sweeper:
+    """Runs both sweeps for one node."""
+
+    def __init__(self, reconciler: Reconciler, publish: Publisher) -> None:
+        self.reconciler = reconciler
+        self.store = reconciler.store
+        self.engine = reconciler.engine
+        self.settings = reconciler.settings
+        self.node = reconciler.node
+        self.publish = publish
+
+    def sweep(self) -> SweepReport:
+        """Node sweep, then the pool sweep if this node wins the period's lease.
+
+        Raises:
+            EngineError / StoreError: listing failed; nothing was changed by the failure.
+        """
+        report = SweepReport()
+        me = self.node.name
+        containers = self.engine.list_containers(owner=me)
+        labelled = {ref.uuid for ref in containers if ref.uuid}
+        owned = self.store.owned_by(me)
+        for uuid in sorted(labelled | owned):
+            report.checked += 1
+            try:
+                if uuid in labelled:
+                    outcome = self.reconciler.drop_foreign(uuid)
+                else:
+                    outcome = self.reconciler.reconcile(Nudge(uuid=uuid))
+                report.count(outcome)
+            except CtxpoolError as exc:
+                report.errors += 1
+                log.warning("sweep: context %s: %s", uuid, exc)
+        lease_ttl_s = max(self.settings.sweep_s * 0.9, 1.0)
+        if self.store.lease(self.store.keys.sweep_lease, me, lease_ttl_s):
+            report.pool_sweep = True
+            report.renudged = self.sweep_pool()
+        log.info(
+            "sweep: %d contexts checked %s, %d errors, pool sweep %s (%d re-nudged)",
+            report.checked,
+            report.outcomes,
+            report.errors,
+            report.pool_sweep,
+            report.renudged,
+        )
+        return report
+
+    def sweep_pool(self, min_age_s: float | None = None) -> int:
+        """Re-nudge every context waiting without a live owner to its tag queue.
+
+        Args:
+            min_age_s: skip contexts whose desired state changed more recently than this
+                (their first nudge is most likely still on its way); default ``sweep_s``.
+
+        Returns:
+            How many nudges were sent.
+        """
+        min_age_s = self.settings.sweep_s if min_age_s is None else min_age_s
+        now = time.time()
+        sent = 0
+        batch: list[str] = []
+        for uuid in self.store.iter_context_ids():
+            batch.append(uuid)
+            if len(batch) >= _BATCH:
+                sent += self._sweep_batch(batch, now, min_age_s)
+                batch = []
+        if batch:
+            sent += self._sweep_batch(batch, now, min_age_s)
+        return sent
+
+    def _sweep_batch(self, uuids: list[str], now: float, min_age_s: float) -> int:
+        keys = self.store.keys
+        with self.store.redis.pipeline(transaction=False) as pipe:
+            for uuid in uuids:
+                pipe.hmget(keys.ctx(uuid), "desired", "tag", "updated_at", "generation")
+                pipe.get(keys.owner(uuid))
+                pipe.exists(keys.status(uuid))
+            raw = pipe.execute()
+        rows = [(uuids[i], raw[3 * i], raw[3 * i + 1], raw[3 * i + 2]) for i in range(len(uuids))]
+        alive = self.store.alive_nodes({owner for _, _, owner, _ in rows if owner})
+        sent = 0
+        for uuid, (desired, tag, updated_at, generation), owner, has_status in rows:
+            if desired is None:
+                if not has_status and owner is None:
+                    self.store.forget_index_entry(uuid)
+                continue
+            if owner and owner in alive:
+                continue
+            if desired == Desired.ABSENT.value and owner is None:
+                continue  # nothing runs anywhere; the tombstone expires by itself
+            if owner is None and now - float(updated_at or 0) < min_age_s:
+                continue
+            self.publish(
+                Nudge(uuid=uuid, generation=int(generation or 0)), tag_queue(tag or "default")
+            )
+            sent += 1
+        if sent:
+            log.info("pool sweep: re-nudged %d contexts without a live owner", sent)
+        return sent

@@ -1,0 +1,56 @@
+"""Context tasks: reconcile one context, sweep one node."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import ValidationError
+
+from pool import app
+from pool.celery_app import RECONCILE_TASK, SWEEP_TASK
+from pool.errors import StoreError
+from pool.models import Nudge
+from pool.runtime import runtime
+
+log = logging.getLogger(__name__)
+
+
+@app.task(  # type: ignore[misc]
+    name=RECONCILE_TASK,
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    ignore_result=True,
+    autoretry_for=(StoreError,),
+    retry_backoff=2,
+    retry_backoff_max=60,
+    max_retries=8,
+)
+def reconcile(self: Any, nudge: dict[str, Any]) -> str:
+    """Converge one context on its desired state (see ``pool.reconcile``)."""
+    try:
+        parsed = Nudge.model_validate(nudge)
+    except ValidationError as exc:
+        log.error("dropped malformed nudge %r: %s", nudge, exc)
+        return "invalid"
+    return runtime(self.app).reconciler.reconcile(parsed).value
+
+
+@app.task(name=SWEEP_TASK, bind=True, acks_late=True, ignore_result=True)  # type: ignore[misc]
+def sweep(self: Any, node: str) -> dict[str, Any]:
+    """Reconcile every context this node owns or has a container for (see ``pool.sweep``)."""
+    rt = runtime(self.app)
+    if rt.identity is None or rt.identity.name != node:
+        log.warning(
+            "sweep for node %s reached %s: ignored",
+            node,
+            rt.identity.name if rt.identity else "a non-node",
+        )
+        return {}
+    try:
+        report = rt.sweeper().sweep()
+    except StoreError as exc:
+        log.warning("sweep skipped: %s", exc)
+        return {}
+    return {"checked": report.checked, "errors": report.errors, "renudged": report.renudged}
