@@ -176,12 +176,10 @@ class Reconciler:
                 # not ours to take: let a node with the right tag do it
                 return self._requeue(uuid, desired, hops)
             claim = self.store.claim(uuid, me, owner, capacity)
+            if claim.outcome == "full":
+                return self._backlog(uuid, desired, hops)
             if not claim.ok:
-                return (
-                    self._requeue(uuid, desired, hops)
-                    if claim.outcome == "full"
-                    else (Outcome.BUSY)
-                )
+                return Outcome.BUSY
             owner = me
 
         if desired is None:
@@ -199,7 +197,7 @@ class Reconciler:
         if owner is None:
             claim = self.store.claim(uuid, me, None, self.node.capacity)
             if claim.outcome == "full":
-                return self._requeue(uuid, desired, hops)
+                return self._backlog(uuid, desired, hops)
             if not claim.ok:
                 return self._forward(uuid, claim.owner, desired, hops)
         return self._converge_present(uuid, desired)
@@ -221,6 +219,21 @@ class Reconciler:
             return Outcome.REQUEUED
         nudge = Nudge(uuid=uuid, generation=desired.generation, hops=hops + 1)
         self.publish(nudge, tag_queue(desired.spec.tag))
+        return Outcome.REQUEUED
+
+    def _backlog(self, uuid: str, desired: DesiredState | None, hops: int) -> Outcome:
+        """This node is full: put the nudge back on its tag queue, where it waits.
+
+        The hop count is kept (a backlog is not a routing loop). The slot is held for one
+        capacity-check period so the node's gate closes its tag queues before it could take
+        the same nudge again: no busy loop, and the backlog stays in the broker.
+        """
+        if desired is None or desired.spec is None:
+            return Outcome.NOTHING
+        self.publish(
+            Nudge(uuid=uuid, generation=desired.generation, hops=hops), tag_queue(desired.spec.tag)
+        )
+        time.sleep(self.settings.capacity_check_s)
         return Outcome.REQUEUED
 
     def _converge_absent(self, uuid: str, desired: DesiredState) -> Outcome:

@@ -1,0 +1,192 @@
+"""Shared test and benchmark helpers: services, the local test image, worker subprocesses."""
+
+from __future__ import annotations
+
+import io
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import pytest
+import redis
+
+REPO = Path(__file__).resolve().parent.parent
+TEST_IMAGE = "ctxpool-test/busybox:latest"
+BUSYBOX_APPLETS = ("sh", "sleep", "env", "cat", "ls", "echo", "true", "false", "ps", "id")
+
+T = TypeVar("T")
+
+
+def in_ci() -> bool:
+    return bool(os.environ.get("CI"))
+
+
+def need(condition: bool, reason: str) -> None:
+    """Skip when a service is absent locally; fail when ``CI`` is set."""
+    if condition:
+        return
+    if in_ci():
+        pytest.fail(f"CI is set but {reason}")
+    pytest.skip(reason)
+
+
+def test_redis_url() -> str:
+    """Redis for tests: broker and state store (database 15 unless told otherwise)."""
+    return os.environ.get("CTXPOOL_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def test_broker_url() -> str:
+    """Broker for tests: Redis by default; ``CTXPOOL_TEST_BROKER_URL=amqp://...`` for RabbitMQ."""
+    return os.environ.get("CTXPOOL_TEST_BROKER_URL", test_redis_url())
+
+
+def redis_client() -> redis.Redis:
+    client = redis.Redis.from_url(test_redis_url(), decode_responses=True, socket_timeout=5)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        need(False, f"no Redis at {test_redis_url()} ({exc})")
+    return client
+
+
+def docker_client() -> docker.DockerClient:
+    try:
+        client = docker.from_env(timeout=60)
+        client.ping()
+    except Exception as exc:  # noqa: BLE001  # any failure means: no engine here
+        need(False, f"no Docker engine ({exc})")
+        raise
+    return client
+
+
+def build_test_image(client: docker.DockerClient, tag: str = TEST_IMAGE) -> str:
+    """Import a busybox image from Debian's ``busybox-static`` (no registry is reachable).
+
+    Its default command sleeps forever, like an agent waiting for jobs.
+    """
+    try:
+        client.images.get(tag)
+        return tag
+    except docker.errors.ImageNotFound:
+        pass
+    busybox = shutil.which("busybox") or "/bin/busybox"
+    need(Path(busybox).exists(), "busybox is not installed (apt-get install busybox-static)")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name in ("bin", "tmp", "etc"):
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o1777 if name == "tmp" else 0o755
+            tar.addfile(info)
+        tar.add(busybox, arcname="bin/busybox")
+        for applet in BUSYBOX_APPLETS:
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type = tarfile.SYMTYPE
+            link.linkname = "busybox"
+            tar.addfile(link)
+    repo, _, version = tag.rpartition(":")
+    client.api.import_image_from_data(
+        buf.getvalue(),
+        repository=repo,
+        tag=version,
+        changes=['CMD ["/bin/sleep", "86400"]'],
+    )
+    return tag
+
+
+def wait_for(
+    probe: Callable[[], T], timeout_s: float = 30.0, interval_s: float = 0.1, what: str = ""
+) -> T:
+    """Poll ``probe`` until it returns something truthy; fail with ``what`` on timeout."""
+    deadline = time.monotonic() + timeout_s
+    last: T = probe()
+    while not last:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what or probe}")
+        time.sleep(interval_s)
+        last = probe()
+    return last
+
+
+class Worker:
+    """A real ``celery -A pool worker`` subprocess serving as one ctxpool node."""
+
+    def __init__(
+        self,
+        node: str,
+        queues: list[str],
+        log_dir: Path,
+        env: dict[str, str] | None = None,
+        concurrency: int = 4,
+        pool: str = "threads",
+    ) -> None:
+        self.node = node
+        self.queues = queues
+        self.log_path = log_dir / f"worker-{node}.log"
+        self.env = env or {}
+        self.concurrency = concurrency
+        self.pool = pool
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Worker:
+        env = {**os.environ, **self.env, "CTXPOOL_NODE_NAME": self.node}
+        cmd = [
+            sys.executable, "-m", "celery", "-A", "pool", "worker",
+            "-n", f"{self.node}@%h", "--pool", self.pool, "-c", str(self.concurrency),
+            "-l", "info", "--without-mingle", "--without-gossip",
+        ]
+        if self.queues:
+            cmd += ["-Q", ",".join(self.queues)]
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def wait_ready(self, timeout_s: float = 30.0) -> None:
+        def ready() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker {self.node} exited:\n{self.log()[-3000:]}")
+            return f"{self.node}@" in self.log() and " ready." in self.log()
+
+        wait_for(ready, timeout_s, what=f"worker {self.node} ready")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the whole worker (main process and pool children)."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def container_state(client: docker.DockerClient, name_prefix: str) -> dict[str, Any]:
+    """Containers whose name starts with ``name_prefix``: name -> attrs (Config, HostConfig)."""
+    out = {}
+    for c in client.containers.list(all=True, filters={"name": name_prefix}):
+        if c.name.startswith(name_prefix):
+            out[c.name] = c.attrs
+    return out
