@@ -57,19 +57,31 @@ class ContainerRef:
 
     @classmethod
     def from_container(cls, container: Any) -> ContainerRef:
-        labels = container.labels or {}
+        """From a docker-py ``Container`` object (fully inspected)."""
+        return cls._build(container.id, container.name, container.labels or {}, container.status)
+
+    @classmethod
+    def from_summary(cls, row: dict[str, Any]) -> ContainerRef:
+        """From one row of the engine's container list (no per-container inspect)."""
+        names = row.get("Names") or [""]
+        return cls._build(
+            row["Id"], names[0].lstrip("/"), row.get("Labels") or {}, row.get("State", "")
+        )
+
+    @classmethod
+    def _build(cls, cid: str, name: str, labels: dict[str, str], status: str) -> ContainerRef:
         try:
             generation = int(labels.get(LABEL_GENERATION, "0"))
         except ValueError:
             generation = 0
         return cls(
-            id=container.id,
-            name=container.name,
+            id=cid,
+            name=name,
             uuid=labels.get(LABEL_UUID, ""),
             owner=labels.get(LABEL_OWNER, ""),
             spec_hash=labels.get(LABEL_SPEC_HASH, ""),
             generation=generation,
-            status=container.status,
+            status=status,
         )
 
 
@@ -183,10 +195,12 @@ class DockerEngine:
         if owner is not None:
             labels.append(f"{LABEL_OWNER}={owner}")
         try:
-            found = self.client.containers.list(all=True, filters={"label": labels})
+            # one list call; docker-py's containers.list() would inspect each one afterwards
+            # and fail on a container removed in between
+            rows = self.client.api.containers(all=True, filters={"label": labels})
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             raise _convert(exc, "list containers") from exc
-        return [ContainerRef.from_container(c) for c in found]
+        return [ContainerRef.from_summary(row) for row in rows]
 
     def _by_name(self, name: str) -> ContainerRef | None:
         try:
@@ -235,11 +249,10 @@ class DockerEngine:
 
     def _start(self, ref: ContainerRef) -> None:
         try:
-            container = self.client.containers.get(ref.id)
             if ref.status == "paused":
-                container.unpause()
+                self.client.api.unpause(ref.id)
             else:
-                container.start()
+                self.client.api.start(ref.id)
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             raise _convert(exc, f"start {ref.name}") from exc
 

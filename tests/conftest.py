@@ -13,12 +13,12 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pool.celery_app import CtxpoolCelery, create_app  # noqa: E402
-from pool.contexts import ContextAPI  # noqa: E402
-from pool.runtime import runtime  # noqa: E402
-from pool.settings import Settings  # noqa: E402
-from pool.store import StateStore  # noqa: E402
-from tests import support  # noqa: E402
+from pool.celery_app import CtxpoolCelery, create_app
+from pool.contexts import ContextAPI
+from pool.runtime import runtime
+from pool.settings import Settings
+from pool.store import StateStore
+from tests import support
 
 
 @pytest.fixture
@@ -89,9 +89,13 @@ def api(producer_app: CtxpoolCelery) -> ContextAPI:
 
 @pytest.fixture
 def start_worker(
-    pool_env: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest
+    pool_env: dict[str, str], tmp_path: Path, request: pytest.FixtureRequest, ctx_name: str
 ) -> Iterator[Callable[..., support.Worker]]:
-    """Factory: ``start_worker("n1", ["tag-ci"], CTXPOOL_CAPACITY="3")`` -> a ready node."""
+    """Factory: ``start_worker("n1", ["tag-ci"], CTXPOOL_CAPACITY="3")`` -> a ready node.
+
+    Depends on ``ctx_name`` so that workers stop before the test's containers are removed
+    (a running node would recreate them).
+    """
     started: list[support.Worker] = []
 
     def start(node: str, queues: list[str], wait: bool = True, **env: str) -> support.Worker:
@@ -115,8 +119,8 @@ def ctx_name(run_id: str, docker_engine: docker.DockerClient) -> Iterator[str]:
     """A context name unique to the test; its containers are removed afterwards."""
     name = f"ctx{run_id}"
     yield name
-    for c in docker_engine.containers.list(all=True, filters={"name": f"drp-{name}-"}):
-        c.remove(force=True)
+    for row in docker_engine.api.containers(all=True, filters={"name": f"drp-{name}-"}):
+        docker_engine.api.remove_container(row["Id"], force=True)
 
 
 @pytest.hookimpl(hookwrapper=True)

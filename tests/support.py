@@ -62,7 +62,7 @@ def docker_client() -> docker.DockerClient:
     try:
         client = docker.from_env(timeout=60)
         client.ping()
-    except Exception as exc:  # noqa: BLE001  # any failure means: no engine here
+    except Exception as exc:  # any failure means: no engine here
         need(False, f"no Docker engine ({exc})")
         raise
     return client
@@ -140,15 +140,32 @@ class Worker:
     def start(self) -> Worker:
         env = {**os.environ, **self.env, "CTXPOOL_NODE_NAME": self.node}
         cmd = [
-            sys.executable, "-m", "celery", "-A", "pool", "worker",
-            "-n", f"{self.node}@%h", "--pool", self.pool, "-c", str(self.concurrency),
-            "-l", "info", "--without-mingle", "--without-gossip",
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "pool",
+            "worker",
+            "-n",
+            f"{self.node}@%h",
+            "--pool",
+            self.pool,
+            "-c",
+            str(self.concurrency),
+            "-l",
+            "info",
+            "--without-mingle",
+            "--without-gossip",
         ]
         if self.queues:
             cmd += ["-Q", ",".join(self.queues)]
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                cmd,
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         return self
@@ -186,7 +203,12 @@ class Worker:
 def container_state(client: docker.DockerClient, name_prefix: str) -> dict[str, Any]:
     """Containers whose name starts with ``name_prefix``: name -> attrs (Config, HostConfig)."""
     out = {}
-    for c in client.containers.list(all=True, filters={"name": name_prefix}):
-        if c.name.startswith(name_prefix):
-            out[c.name] = c.attrs
+    for row in client.api.containers(all=True, filters={"name": name_prefix}):
+        name = row["Names"][0].lstrip("/")
+        if not name.startswith(name_prefix):
+            continue
+        try:
+            out[name] = client.api.inspect_container(row["Id"])
+        except docker.errors.NotFound:
+            continue  # removed meanwhile
     return out

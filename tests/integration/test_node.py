@@ -78,7 +78,10 @@ def test_lifecycle_apply_update_remove_is_idempotent(
     uuid = str(uuidlib.uuid4())
     name = f"drp-{ctx_name}-{uuid}"
     spec = _spec(
-        ctx_name, uuid, test_image, resources=Resources(memory_mb=64, cpus=0.5, pids=100),
+        ctx_name,
+        uuid,
+        test_image,
+        resources=Resources(memory_mb=64, cpus=0.5, pids=100),
         env={"EXTRA": "1"},
     )
 
