@@ -36,6 +36,10 @@ LABEL_OWNER = "ctxpool.owner"
 LABEL_CONTEXT = "ctxpool.context"
 
 
+class _NameTakenError(EngineError):
+    """Create failed: a container of that name exists."""
+
+
 class EnsureAction(StrEnum):
     UNCHANGED = "unchanged"
     STARTED = "started"
@@ -202,21 +206,19 @@ class DockerEngine:
             raise _convert(exc, "list containers") from exc
         return [ContainerRef.from_summary(row) for row in rows]
 
-    def _by_name(self, name: str) -> ContainerRef | None:
-        try:
-            return ContainerRef.from_container(self.client.containers.get(name))
-        except docker.errors.NotFound:
-            return None
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            raise _convert(exc, f"inspect {name}") from exc
-
     # ---- changes ----------------------------------------------------------------------------
 
-    def ensure(self, spec: ContextSpec, generation: int, owner: str) -> EnsureResult:
+    def ensure(
+        self, spec: ContextSpec, generation: int, owner: str, fresh: bool = False
+    ) -> EnsureResult:
         """Make the engine run exactly one container for ``spec``, owned by ``owner``.
 
         Same spec and owner: at most a start (reads only when running). Anything else:
         the old container is replaced.
+
+        Args:
+            fresh: the context was just claimed from nobody, so no container is expected:
+                create straight away and look around only if the name turns out taken.
 
         Raises:
             PermanentContextError: policy or image errors; retrying will not help.
@@ -224,13 +226,19 @@ class DockerEngine:
         """
         self.check_policy(spec)
         want_hash = spec.spec_hash()
-        mine = self.list_containers(owner=owner, uuid=spec.uuid)
-        named = next((c for c in mine if c.name == spec.container_name), None)
-        if named is None:
-            # a container of that name may exist with another owner label (shared engine,
-            # taken over from a dead node): it stands in the way and is replaced.
-            named = self._by_name(spec.container_name)
-        for stale in (c for c in mine if c.name != spec.container_name):
+        if fresh:
+            try:
+                cid = self._create(spec, generation, owner, want_hash)
+                return EnsureResult(EnsureAction.CREATED, cid)
+            except _NameTakenError:
+                log.info(
+                    "context %s: %s exists already, reconciling it", spec.uuid, spec.container_name
+                )
+        # One list call finds both this node's containers of the context and any container
+        # holding its name (another owner's, on a shared engine or after a takeover).
+        found = self.list_containers(uuid=spec.uuid)
+        named = next((c for c in found if c.name == spec.container_name), None)
+        for stale in (c for c in found if c.owner == owner and c.name != spec.container_name):
             self._remove(stale, "context renamed")
 
         if named is not None and named.spec_hash == want_hash and named.owner == owner:
@@ -292,7 +300,10 @@ class DockerEngine:
             ) from exc
         except docker.errors.APIError as exc:
             if exc.status_code == 409:
-                raise EngineError(f"create {spec.container_name}: name in use, retry") from exc
+                raise _NameTakenError(
+                    f"create {spec.container_name}: the name is taken by a container without "
+                    "ctxpool labels (or one being created concurrently); remove it"
+                ) from exc
             raise _convert(exc, f"create {spec.container_name}") from exc
         except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
             raise _convert(exc, f"create {spec.container_name}") from exc

@@ -194,13 +194,15 @@ class Reconciler:
                 self.store.disown(uuid, me)
                 log.info("context %s: tag is now %s, released", uuid, desired.spec.tag)
             return self._requeue(uuid, desired, hops)
+        fresh = False
         if owner is None:
             claim = self.store.claim(uuid, me, None, self.node.capacity)
             if claim.outcome == "full":
                 return self._backlog(uuid, desired, hops)
             if not claim.ok:
                 return self._forward(uuid, claim.owner, desired, hops)
-        return self._converge_present(uuid, desired)
+            fresh = True
+        return self._converge_present(uuid, desired, fresh)
 
     def _forward(self, uuid: str, owner: str, desired: DesiredState | None, hops: int) -> Outcome:
         if hops >= MAX_HOPS:
@@ -251,11 +253,11 @@ class Reconciler:
             self.store.mark_dirty(uuid, self.settings.lock_ttl_s)
         return Outcome.REMOVED
 
-    def _converge_present(self, uuid: str, desired: DesiredState) -> Outcome:
+    def _converge_present(self, uuid: str, desired: DesiredState, fresh: bool = False) -> Outcome:
         assert desired.spec is not None
         me = self.node.name
         try:
-            result = self.engine.ensure(desired.spec, desired.generation, me)
+            result = self.engine.ensure(desired.spec, desired.generation, me, fresh=fresh)
         except PermanentContextError as exc:
             log.error("context %s: generation %d cannot run: %s", uuid, desired.generation, exc)
             self.store.set_status(

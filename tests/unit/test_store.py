@@ -1,0 +1,129 @@
+"""State-store semantics (Lua scripts) against a real Redis."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+
+from pool.errors import StoreError
+from pool.models import ContextSpec, Desired, Membership
+from pool.store import LockHolder, StateStore
+
+
+@pytest.fixture
+def st(redis_conn: redis.Redis) -> StateStore:
+    return StateStore(redis_conn, "unit:")
+
+
+def spec(uuid: str = "m1", version: str = "1", tag: str = "ci", token: str = "t") -> ContextSpec:
+    return ContextSpec(uuid=uuid, context="c", image="img:1", tag=tag, token=token,
+                       env={"V": version})
+
+
+def test_generation_bumps_only_on_change(st: StateStore) -> None:
+    assert st.put_desired("m1", Desired.PRESENT, spec()) == (1, True)
+    assert st.put_desired("m1", Desired.PRESENT, spec()) == (1, False)
+    assert st.put_desired("m1", Desired.PRESENT, spec(version="2")) == (2, True)
+    assert st.put_desired("m1", Desired.ABSENT) == (3, True)
+    assert st.put_desired("m1", Desired.ABSENT) == (3, False)
+    assert st.put_desired("m1", Desired.PRESENT, spec(version="2")) == (4, True)
+
+
+def test_token_renewal_updates_spec_without_new_generation(st: StateStore) -> None:
+    st.put_desired("m1", Desired.PRESENT, spec(token="old"))
+    assert st.put_desired("m1", Desired.PRESENT, spec(token="new")) == (1, False)
+    got = st.get_desired("m1")
+    assert got is not None and got.spec is not None
+    assert got.spec.token.get_secret_value() == "new"
+
+
+def test_explicit_generations_reject_stale_writes(st: StateStore) -> None:
+    assert st.put_desired("m1", Desired.PRESENT, spec(version="5"), generation=5) == (5, True)
+    assert st.put_desired("m1", Desired.PRESENT, spec(version="3"), generation=3) == (5, False)
+    assert st.put_desired("m1", Desired.ABSENT, generation=5) == (5, False)
+    # a newer ordered write with the same spec still moves the generation on
+    assert st.put_desired("m1", Desired.PRESENT, spec(version="5"), generation=7) == (7, False)
+    assert st.put_desired("m1", Desired.PRESENT, spec(version="6"), generation=6) == (7, False)
+    got = st.get_desired("m1")
+    assert got is not None and got.spec is not None and got.spec.env == {"V": "5"}
+
+
+def test_absent_keeps_tag_for_routing(st: StateStore) -> None:
+    st.put_desired("m1", Desired.PRESENT, spec(tag="audit"))
+    st.put_desired("m1", Desired.ABSENT)
+    assert st.status("m1").tag == "audit"
+
+
+def test_claim_is_compare_and_set_with_capacity(st: StateStore) -> None:
+    assert st.claim("a", "n1", None, capacity=2).ok
+    assert st.claim("a", "n2", None, capacity=2).outcome == "lost"
+    assert st.claim("a", "n2", None, capacity=2).owner == "n1"
+    assert st.claim("b", "n1", None, capacity=2).ok
+    assert st.claim("c", "n1", None, capacity=2).outcome == "full"
+    assert st.count_owned("n1") == 2
+    # takeover from n1 moves the owned-set entry
+    assert st.claim("a", "n2", "n1", capacity=2).ok
+    assert st.owned_by("n1") == {"b"} and st.owned_by("n2") == {"a"}
+    # re-claiming what one owns is fine even when full
+    assert st.claim("b", "n1", "n1", capacity=1).ok
+    assert st.disown("a", "n1") is False
+    assert st.disown("a", "n2") is True
+    assert st.owner("a") is None
+
+
+def test_lock_dirty_protocol(st: StateStore) -> None:
+    assert st.lock_acquire("m1", "A", 10) == (True, "A")
+    assert st.lock_acquire("m1", "B", 10) == (False, "A")  # marks dirty
+    assert st.lock_release("m1", "A") == 2  # holder must run again
+    assert st.lock_acquire("m1", "A", 10) == (True, "A")
+    assert st.lock_release("m1", "A") == 1
+    assert st.lock_release("m1", "A") == 0
+
+
+def test_lock_lease_expires(st: StateStore) -> None:
+    assert st.lock_acquire("m1", "A", 0.2)[0]
+    time.sleep(0.3)
+    assert st.lock_acquire("m1", "B", 10)[0]
+
+
+def test_lock_steal_is_cas(st: StateStore) -> None:
+    st.lock_acquire("m1", "A", 10)
+    assert not st.lock_steal("m1", "X", "B", 10)
+    assert st.lock_steal("m1", "A", "B", 10)
+    assert st.lock_release("m1", "B") == 1
+
+
+def test_finalize_absent_requires_current_generation(st: StateStore) -> None:
+    st.put_desired("m1", Desired.PRESENT, spec())
+    st.claim("m1", "n1", None)
+    gen, _ = st.put_desired("m1", Desired.ABSENT)
+    assert not st.finalize_absent("m1", "n1", gen - 1, 60)
+    assert st.finalize_absent("m1", "n1", gen, 60)
+    assert st.owner("m1") is None and st.count_owned("n1") == 0
+    assert 0 < st.redis.ttl(st.keys.ctx("m1")) <= 60
+    # re-applying revives the record and drops the tombstone TTL
+    st.put_desired("m1", Desired.PRESENT, spec())
+    assert st.redis.ttl(st.keys.ctx("m1")) == -1
+
+
+def test_membership_ttl_and_listing(st: StateStore) -> None:
+    st.heartbeat(Membership(node="n1", worker_id="n1@h", incarnation="i"), ttl_s=0.3)
+    assert st.is_alive("n1")
+    assert [v.name for v in st.nodes() if v.alive] == ["n1"]
+    time.sleep(0.4)
+    assert not st.is_alive("n1")
+    views = st.nodes()
+    assert [(v.name, v.alive) for v in views] == [("n1", False)]
+
+
+def test_lock_holder_parse() -> None:
+    holder = LockHolder.parse("node-a|abc|123|ff")
+    assert (holder.node, holder.incarnation) == ("node-a", "abc")
+
+
+def test_unreachable_redis_is_a_store_error() -> None:
+    st = StateStore.from_url("redis://127.0.0.1:1/0")
+    with pytest.raises(StoreError, match="state store"):
+        st.get_desired("m1")
