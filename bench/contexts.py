@@ -25,14 +25,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import docker  # noqa: E402
+import docker
 
-from pool.celery_app import create_app  # noqa: E402
-from pool.engine import DockerEngine  # noqa: E402
-from pool.models import ContextSpec, RunState  # noqa: E402
-from pool.runtime import runtime  # noqa: E402
-from pool.settings import Settings  # noqa: E402
-from tests import support  # noqa: E402
+from pool.celery_app import create_app
+from pool.engine import DockerEngine
+from pool.models import ContextSpec, RunState
+from pool.runtime import runtime
+from pool.settings import Settings
+from tests import support
 
 
 def remove_prefix(client: docker.DockerClient, prefix: str) -> None:
@@ -41,13 +41,14 @@ def remove_prefix(client: docker.DockerClient, prefix: str) -> None:
         list(ex.map(lambda r: client.api.remove_container(r["Id"], force=True), rows))
 
 
-def raw_round(client: docker.DockerClient, settings: Settings, specs: list[ContextSpec],
-              concurrency: int) -> float:
+def raw_round(
+    client: docker.DockerClient, settings: Settings, specs: list[ContextSpec], concurrency: int
+) -> float:
     """create+start with docker-py directly, same options as the pool's engine adapter."""
     engine = DockerEngine(client, settings)
 
     def one(spec: ContextSpec) -> None:
-        engine._create(spec, 1, "bench-raw", spec.spec_hash())  # noqa: SLF001
+        engine._create(spec, 1, "bench-raw", spec.spec_hash())
 
     start = time.perf_counter()
     with ThreadPoolExecutor(concurrency) as ex:
@@ -105,8 +106,9 @@ def main() -> None:
     }
     settings = Settings(**{k.removeprefix("CTXPOOL_").lower(): v for k, v in env.items()})  # type: ignore[arg-type]
     logdir = Path(tempfile.mkdtemp(prefix="ctxpool-bench-"))
-    worker = support.Worker("bench-node", ["tag-bench"], logdir, env=env,
-                            concurrency=args.concurrency)
+    worker = support.Worker(
+        "bench-node", ["tag-bench"], logdir, env=env, concurrency=args.concurrency
+    )
     worker.start().wait_ready()
 
     raw_rates: list[float] = []
@@ -114,10 +116,14 @@ def main() -> None:
     try:
         for rnd in range(args.rounds):
             raw_ctx, pool_ctx = f"raw{run}{rnd}", f"pool{run}{rnd}"
-            raw_specs = [ContextSpec(uuid=f"r{i:05d}", context=raw_ctx, image=image, tag="bench",
-                                     token="t") for i in range(args.contexts)]
-            pool_specs = [ContextSpec(uuid=f"p{i:05d}", context=pool_ctx, image=image,
-                                      tag="bench", token="t") for i in range(args.contexts)]
+            raw_specs = [
+                ContextSpec(uuid=f"r{i:05d}", context=raw_ctx, image=image, tag="bench", token="t")
+                for i in range(args.contexts)
+            ]
+            pool_specs = [
+                ContextSpec(uuid=f"p{i:05d}", context=pool_ctx, image=image, tag="bench", token="t")
+                for i in range(args.contexts)
+            ]
             # alternate which side goes first, so order effects cancel out
             sides = ["raw", "pool"] if rnd % 2 == 0 else ["pool", "raw"]
             for side in sides:
@@ -127,8 +133,11 @@ def main() -> None:
                 else:
                     pool_rates.append(pool_round(settings, pool_specs))
                     remove_prefix(client, f"drp-{pool_ctx}-")
-            print(f"round {rnd + 1}: raw {raw_rates[-1]:.2f} contexts/s, "
-                  f"pool {pool_rates[-1]:.2f} contexts/s", flush=True)
+            print(
+                f"round {rnd + 1}: raw {raw_rates[-1]:.2f} contexts/s, "
+                f"pool {pool_rates[-1]:.2f} contexts/s",
+                flush=True,
+            )
     finally:
         worker.stop()
         remove_prefix(client, "drp-raw" + run)

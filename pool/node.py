@@ -206,7 +206,7 @@ def install(app: CtxpoolCelery) -> None:
     app.steps["worker"].add(NodeIdentityStep)
     app.steps["consumer"].add(NodeHeartbeatStep)
 
-    @signals.worker_process_init.connect(weak=False)
+    @signals.worker_process_init.connect(weak=False)  # type: ignore[untyped-decorator]
     def _after_fork(**_: Any) -> None:
         runtime(app).reset_clients()
 

@@ -7,6 +7,7 @@ main process before children are forked.
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,8 @@ from pool.reconcile import NodeIdentity, Reconciler
 from pool.settings import Settings
 from pool.store import StateStore
 from pool.sweep import Sweeper
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from pool.celery_app import CtxpoolCelery
@@ -74,7 +77,17 @@ class Runtime:
             return self._reconciler
 
     def sweeper(self) -> Sweeper:
-        return Sweeper(self.reconciler, self.publish)
+        return Sweeper(self.reconciler, self.publish, self.queue_depth)
+
+    def queue_depth(self, queue: str) -> int | None:
+        """Messages waiting in ``queue`` on the broker; ``None`` when it cannot tell."""
+        try:
+            with self.app.connection_for_read() as conn:
+                ok = conn.default_channel.queue_declare(queue=queue, passive=True)
+                return int(ok.message_count)
+        except Exception as exc:  # undeclared queue, broker hiccup: unknown
+            log.debug("queue depth of %s unknown: %s", queue, exc)
+            return None
 
     @property
     def api(self) -> ContextAPI:

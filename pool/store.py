@@ -84,7 +84,7 @@ class ClaimResult:
 class StateStore:
     """Typed access to ctxpool's Redis keys. Thread-safe (redis-py pools connections)."""
 
-    def __init__(self, client: redis.Redis, prefix: str = "ctxpool:") -> None:
+    def __init__(self, client: redis.Redis[str], prefix: str = "ctxpool:") -> None:
         self.redis = client
         self.keys = Keys(prefix)
         self._put_desired = client.register_script(_script("put_desired"))
@@ -190,7 +190,9 @@ class StateStore:
     @_converting
     def set_status(self, uuid: str, **fields: Any) -> None:
         """Record observed state (``state``, ``applied_generation``, ``last_error`` ...)."""
-        mapping = {k: ("" if v is None else str(v)) for k, v in fields.items()}
+        mapping: dict[str | bytes, str] = {
+            k: ("" if v is None else str(v)) for k, v in fields.items()
+        }
         mapping["updated_at"] = repr(time.time())
         with self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(self.keys.status(uuid), mapping=mapping)
@@ -412,7 +414,7 @@ class StateStore:
     @_converting
     def check_server(self) -> list[str]:
         """Problems with the Redis server's configuration (empty when fine)."""
-        problems = []
+        problems: list[str] = []
         try:
             policy = self.redis.config_get("maxmemory-policy").get("maxmemory-policy")
         except redis.ResponseError:  # CONFIG disabled (managed Redis): cannot tell

@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pool.errors import CtxpoolError
 from pool.models import Desired, Nudge
 from pool.queues import tag_queue
 from pool.reconcile import Outcome, Publisher, Reconciler
+
+#: Messages waiting in a queue (``None``: cannot tell).
+QueueDepth = Callable[[str], int | None]
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +44,11 @@ class SweepReport:
 class Sweeper:
     """Runs both sweeps for one node."""
 
-    def __init__(self, reconciler: Reconciler, publish: Publisher) -> None:
+    def __init__(
+        self, reconciler: Reconciler, publish: Publisher, queue_depth: QueueDepth | None = None
+    ) -> None:
         self.reconciler = reconciler
+        self.queue_depth = queue_depth
         self.store = reconciler.store
         self.engine = reconciler.engine
         self.settings = reconciler.settings
@@ -85,7 +92,11 @@ class Sweeper:
         return report
 
     def sweep_pool(self, min_age_s: float | None = None) -> int:
-        """Re-nudge every context waiting without a live owner to its tag queue.
+        """Re-nudge contexts waiting without a live owner to their tag queues.
+
+        A tag whose queue already holds at least as many messages as it has waiting contexts
+        is left alone: those nudges are not lost, only queued behind full nodes. So a long
+        backlog never grows the queue by one duplicate per context and period.
 
         Args:
             min_age_s: skip contexts whose desired state changed more recently than this
@@ -96,18 +107,37 @@ class Sweeper:
         """
         min_age_s = self.settings.sweep_s if min_age_s is None else min_age_s
         now = time.time()
-        sent = 0
+        waiting: dict[str, list[Nudge]] = {}
         batch: list[str] = []
         for uuid in self.store.iter_context_ids():
             batch.append(uuid)
             if len(batch) >= _BATCH:
-                sent += self._sweep_batch(batch, now, min_age_s)
+                self._sweep_batch(batch, now, min_age_s, waiting)
                 batch = []
         if batch:
-            sent += self._sweep_batch(batch, now, min_age_s)
+            self._sweep_batch(batch, now, min_age_s, waiting)
+        sent = 0
+        for tag, nudges in sorted(waiting.items()):
+            queue = tag_queue(tag)
+            depth = self.queue_depth(queue) if self.queue_depth else None
+            if depth is not None and depth >= len(nudges):
+                log.debug(
+                    "pool sweep: %d waiting for tag %s, %d queued: none lost",
+                    len(nudges),
+                    tag,
+                    depth,
+                )
+                continue
+            for nudge in nudges:
+                self.publish(nudge, queue)
+            sent += len(nudges)
+        if sent:
+            log.info("pool sweep: re-nudged %d contexts without a live owner", sent)
         return sent
 
-    def _sweep_batch(self, uuids: list[str], now: float, min_age_s: float) -> int:
+    def _sweep_batch(
+        self, uuids: list[str], now: float, min_age_s: float, waiting: dict[str, list[Nudge]]
+    ) -> None:
         keys = self.store.keys
         with self.store.redis.pipeline(transaction=False) as pipe:
             for uuid in uuids:
@@ -117,7 +147,6 @@ class Sweeper:
             raw = pipe.execute()
         rows = [(uuids[i], raw[3 * i], raw[3 * i + 1], raw[3 * i + 2]) for i in range(len(uuids))]
         alive = self.store.alive_nodes({owner for _, _, owner, _ in rows if owner})
-        sent = 0
         for uuid, (desired, tag, updated_at, generation), owner, has_status in rows:
             if desired is None:
                 if not has_status and owner is None:
@@ -129,10 +158,5 @@ class Sweeper:
                 continue  # nothing runs anywhere; the tombstone expires by itself
             if owner is None and now - float(updated_at or 0) < min_age_s:
                 continue
-            self.publish(
-                Nudge(uuid=uuid, generation=int(generation or 0)), tag_queue(tag or "default")
-            )
-            sent += 1
-        if sent:
-            log.info("pool sweep: re-nudged %d contexts without a live owner", sent)
-        return sent
+            nudge = Nudge(uuid=uuid, generation=int(generation or 0))
+            waiting.setdefault(tag or "default", []).append(nudge)

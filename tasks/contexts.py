@@ -16,7 +16,7 @@ from pool.runtime import runtime
 log = logging.getLogger(__name__)
 
 
-@app.task(  # type: ignore[misc]
+@app.task(  # type: ignore[untyped-decorator]
     name=RECONCILE_TASK,
     bind=True,
     acks_late=True,
@@ -37,7 +37,7 @@ def reconcile(self: Any, nudge: dict[str, Any]) -> str:
     return runtime(self.app).reconciler.reconcile(parsed).value
 
 
-@app.task(name=SWEEP_TASK, bind=True, acks_late=True, ignore_result=True)  # type: ignore[misc]
+@app.task(name=SWEEP_TASK, bind=True, acks_late=True, ignore_result=True)  # type: ignore[untyped-decorator]
 def sweep(self: Any, node: str) -> dict[str, Any]:
     """Reconcile every context this node owns or has a container for (see ``pool.sweep``)."""
     rt = runtime(self.app)

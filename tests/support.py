@@ -117,6 +117,17 @@ def wait_for(
     return last
 
 
+def queue_depth(queue: str) -> int:
+    """Messages waiting in ``queue`` on the test broker (Redis or RabbitMQ), via kombu."""
+    from kombu import Connection
+
+    with Connection(test_broker_url()) as conn:
+        try:
+            return int(conn.default_channel.queue_declare(queue=queue, passive=True).message_count)
+        except conn.channel_errors:
+            return 0  # not declared yet: nothing waits
+
+
 class Worker:
     """A real ``celery -A pool worker`` subprocess serving as one ctxpool node."""
 

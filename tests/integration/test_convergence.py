@@ -8,7 +8,6 @@ from collections.abc import Callable
 
 import docker
 import pytest
-import redis
 
 from pool.contexts import ContextAPI
 from pool.models import ContextSpec, Desired, Nudge, RunState
@@ -107,7 +106,6 @@ def test_contexts_land_on_their_tag_and_capacity_backlog_waits_in_broker(
     start_worker: Callable[..., Worker],
     api: ContextAPI,
     store: StateStore,
-    redis_conn: redis.Redis,
     docker_engine: docker.DockerClient,
     ctx_name: str,
     test_image: str,
@@ -131,10 +129,11 @@ def test_contexts_land_on_their_tag_and_capacity_backlog_waits_in_broker(
         what="ci node gated",
     )
     assert gated
-    # the two that do not fit wait in the broker, unclaimed, and stay there
-    wait_for(lambda: redis_conn.llen(tag_queue("ci")) == 2, 10, what="backlog in tag-ci")
-    time.sleep(2)
-    assert redis_conn.llen(tag_queue("ci")) == 2
+    # the two that do not fit wait in the broker, unclaimed, and stay there; pool sweeps may
+    # add a duplicate nudge but never one per context and period
+    wait_for(lambda: support.queue_depth(tag_queue("ci")) >= 2, 10, what="backlog in tag-ci")
+    time.sleep(7)  # two sweep periods
+    assert 2 <= support.queue_depth(tag_queue("ci")) <= 4
     waiting = [u for u in ci if store.owner(u) is None]
     assert len(waiting) == 2
     for u in audit:
@@ -159,7 +158,6 @@ def test_contexts_land_on_their_tag_and_capacity_backlog_waits_in_broker(
         what="backlog drained",
     )
     assert store.count_owned("node-ci") == 3
-    assert redis_conn.llen(tag_queue("ci")) == 0
 
 
 @pytest.mark.parametrize("recovery", ["restart", "takeover"])

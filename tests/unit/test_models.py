@@ -48,14 +48,17 @@ def test_settings_reject_bad_values(field: str, value: object) -> None:
 def test_settings_redact_passwords() -> None:
     s = Settings(broker_url="redis://:s3cret@h:6379/0", redis_url="amqp://u:pw@h//")
     text = str(s.redacted())
-    assert "s3cret" not in text and "pw@" not in text
+    assert "s3cret" not in text
+    assert "pw@" not in text
     assert redact_url("redis://h:6379/0") == "redis://h:6379/0"
 
 
 def test_celery_config_invariants() -> None:
     conf = celery_config(Settings(visibility_timeout_s=7200))
-    assert conf["accept_content"] == ["json"] and conf["task_serializer"] == "json"
-    assert conf["task_acks_late"] and conf["task_reject_on_worker_lost"]
+    assert conf["accept_content"] == ["json"]
+    assert conf["task_serializer"] == "json"
+    assert conf["task_acks_late"]
+    assert conf["task_reject_on_worker_lost"]
     assert conf["worker_prefetch_multiplier"] == 1
     assert conf["broker_transport_options"]["visibility_timeout"] == 7200
     assert conf["task_default_queue"] == "tag-default"
@@ -64,19 +67,32 @@ def test_celery_config_invariants() -> None:
 
 
 def test_spec_env_contract_and_name() -> None:
-    spec = ContextSpec(uuid="abc-1", context="runner", image="i", token="tok",
-                       endpoints=["https://a", "https://b"], env={"X": "1"})
+    spec = ContextSpec(
+        uuid="abc-1",
+        context="runner",
+        image="i",
+        token="tok",
+        endpoints=["https://a", "https://b"],
+        env={"X": "1"},
+    )
     assert spec.container_name == "drp-runner-abc-1"
     env = spec.container_env()
-    assert env == {"X": "1", "RS_UUID": "abc-1", "RS_TOKEN": "tok", "RS_CONTEXT": "runner",
-                   "RS_ENDPOINTS": "https://a https://b", "RS_ENDPOINT": "https://a"}
+    assert env == {
+        "X": "1",
+        "RS_UUID": "abc-1",
+        "RS_TOKEN": "tok",
+        "RS_CONTEXT": "runner",
+        "RS_ENDPOINTS": "https://a https://b",
+        "RS_ENDPOINT": "https://a",
+    }
     fallback = ContextSpec(uuid="u", context="c", image="i").container_env(["https://d"])
     assert fallback["RS_ENDPOINT"] == "https://d"
 
 
 def test_spec_hides_token() -> None:
     spec = ContextSpec(uuid="u", context="c", image="i", token="very-secret")
-    assert "very-secret" not in repr(spec) and "very-secret" not in str(spec)
+    assert "very-secret" not in repr(spec)
+    assert "very-secret" not in str(spec)
     assert "very-secret" not in spec.model_dump_json()
     assert "very-secret" in spec.to_store()
     assert ContextSpec.model_validate_json(spec.to_store()).token.get_secret_value() == (
@@ -117,16 +133,33 @@ def test_spec_normalises_caps() -> None:
 
 
 def test_queue_names() -> None:
-    assert tag_queue("ci") == "tag-ci" and node_queue("n1") == "node-n1"
+    assert tag_queue("ci") == "tag-ci"
+    assert node_queue("n1") == "node-n1"
     assert tags_of(["tag-ci", "node-n1", "tag-audit", "celery"]) == ["audit", "ci"]
 
 
 def test_cli_tables() -> None:
-    view = NodeView(name="n1", alive=False, last_seen=90.0,
-                    record=Membership(node="n1", worker_id="n1@h", incarnation="i", tags=["ci"]))
+    view = NodeView(
+        name="n1",
+        alive=False,
+        last_seen=90.0,
+        record=Membership(node="n1", worker_id="n1@h", incarnation="i", tags=["ci"]),
+    )
     text = format_nodes([view], now=100.0)
-    assert "n1" in text and "stalled" in text and "ci" in text and "10s" in text
-    status = ContextStatus(uuid="m1", desired=Desired.PRESENT, generation=2, owner="n1",
-                           owner_alive=False, state=RunState.ERROR, last_error="image gone")
+    assert "n1" in text
+    assert "stalled" in text
+    assert "ci" in text
+    assert "10s" in text
+    status = ContextStatus(
+        uuid="m1",
+        desired=Desired.PRESENT,
+        generation=2,
+        owner="n1",
+        owner_alive=False,
+        state=RunState.ERROR,
+        last_error="image gone",
+    )
     text = format_contexts([status], now=100.0)
-    assert "n1 (stalled)" in text and "image gone" in text and "error" in text
+    assert "n1 (stalled)" in text
+    assert "image gone" in text
+    assert "error" in text

@@ -18,8 +18,9 @@ def st(redis_conn: redis.Redis) -> StateStore:
 
 
 def spec(uuid: str = "m1", version: str = "1", tag: str = "ci", token: str = "t") -> ContextSpec:
-    return ContextSpec(uuid=uuid, context="c", image="img:1", tag=tag, token=token,
-                       env={"V": version})
+    return ContextSpec(
+        uuid=uuid, context="c", image="img:1", tag=tag, token=token, env={"V": version}
+    )
 
 
 def test_generation_bumps_only_on_change(st: StateStore) -> None:
@@ -35,7 +36,8 @@ def test_token_renewal_updates_spec_without_new_generation(st: StateStore) -> No
     st.put_desired("m1", Desired.PRESENT, spec(token="old"))
     assert st.put_desired("m1", Desired.PRESENT, spec(token="new")) == (1, False)
     got = st.get_desired("m1")
-    assert got is not None and got.spec is not None
+    assert got is not None
+    assert got.spec is not None
     assert got.spec.token.get_secret_value() == "new"
 
 
@@ -47,7 +49,9 @@ def test_explicit_generations_reject_stale_writes(st: StateStore) -> None:
     assert st.put_desired("m1", Desired.PRESENT, spec(version="5"), generation=7) == (7, False)
     assert st.put_desired("m1", Desired.PRESENT, spec(version="6"), generation=6) == (7, False)
     got = st.get_desired("m1")
-    assert got is not None and got.spec is not None and got.spec.env == {"V": "5"}
+    assert got is not None
+    assert got.spec is not None
+    assert got.spec.env == {"V": "5"}
 
 
 def test_absent_keeps_tag_for_routing(st: StateStore) -> None:
@@ -65,7 +69,8 @@ def test_claim_is_compare_and_set_with_capacity(st: StateStore) -> None:
     assert st.count_owned("n1") == 2
     # takeover from n1 moves the owned-set entry
     assert st.claim("a", "n2", "n1", capacity=2).ok
-    assert st.owned_by("n1") == {"b"} and st.owned_by("n2") == {"a"}
+    assert st.owned_by("n1") == {"b"}
+    assert st.owned_by("n2") == {"a"}
     # re-claiming what one owns is fine even when full
     assert st.claim("b", "n1", "n1", capacity=1).ok
     assert st.disown("a", "n1") is False
@@ -101,7 +106,8 @@ def test_finalize_absent_requires_current_generation(st: StateStore) -> None:
     gen, _ = st.put_desired("m1", Desired.ABSENT)
     assert not st.finalize_absent("m1", "n1", gen - 1, 60)
     assert st.finalize_absent("m1", "n1", gen, 60)
-    assert st.owner("m1") is None and st.count_owned("n1") == 0
+    assert st.owner("m1") is None
+    assert st.count_owned("n1") == 0
     assert 0 < st.redis.ttl(st.keys.ctx("m1")) <= 60
     # re-applying revives the record and drops the tombstone TTL
     st.put_desired("m1", Desired.PRESENT, spec())

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Run every check: ruff, mypy, unit and integration tests (real Redis, real Docker engine,
+# real worker subprocesses), then the integration tests again with RabbitMQ as the broker.
+# Installs and starts what it needs. Set CTXPOOL_SKIP_RABBITMQ=1 to skip the RabbitMQ pass
+# (not allowed under CI). Extra arguments go to pytest.
+source "$(dirname "${BASH_SOURCE[0]}")/bootstrap.sh"
+
+ensure_docker
+ensure_redis
+ensure_python
+ensure_test_image
+cd "$CTXPOOL_ROOT"
+
+say "ruff"
+ruff check .
+ruff format --check .
+say "mypy --strict"
+mypy
+
+say "pytest (broker: Redis)"
+python3 -m pytest -q -ra "$@"
+
+if [ -n "${CI:-}" ] || [ -z "${CTXPOOL_SKIP_RABBITMQ:-}" ]; then
+  ensure_rabbitmq
+  say "pytest integration (broker: RabbitMQ)"
+  CTXPOOL_TEST_BROKER_URL="amqp://guest:guest@127.0.0.1:5672//" \
+    python3 -m pytest -q -ra -m integration tests/integration "$@"
+fi
