@@ -258,18 +258,11 @@ class Reconciler:
         me = self.node.name
         try:
             result = self.engine.ensure(desired.spec, desired.generation, me, fresh=fresh)
-        except PermanentContextError as exc:
-            log.error("context %s: generation %d cannot run: %s", uuid, desired.generation, exc)
-            self.store.set_status(
-                uuid,
-                owner=me,
-                state=RunState.ERROR.value,
-                last_error=str(exc),
-                error_generation=desired.generation,
-            )
-            return Outcome.ERROR
         except EngineError as exc:
-            log.warning("context %s: engine failed, the sweep retries: %s", uuid, exc)
+            if isinstance(exc, PermanentContextError):
+                log.error("context %s: generation %d cannot run: %s", uuid, desired.generation, exc)
+            else:
+                log.warning("context %s: engine failed, the sweep retries: %s", uuid, exc)
             self.store.set_status(
                 uuid,
                 owner=me,
