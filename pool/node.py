@@ -22,7 +22,7 @@ from kombu import Exchange, Queue
 from pool.celery_app import SWEEP_TASK, CtxpoolCelery
 from pool.errors import CtxpoolError
 from pool.models import Membership, NodeAnnotations, NodeStats
-from pool.queues import DEFAULT_TAG, node_queue, tag_queue, tags_of
+from pool.queues import node_queue, tag_queue, tags_of
 from pool.reconcile import NodeIdentity
 from pool.runtime import runtime
 
@@ -211,4 +211,4 @@ def install(app: CtxpoolCelery) -> None:
         runtime(app).reset_clients()
 
 
-__all__ = ["DEFAULT_TAG", "NodeHeartbeatStep", "NodeIdentityStep", "install"]
+__all__ = ["NodeHeartbeatStep", "NodeIdentityStep", "install"]

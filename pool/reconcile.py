@@ -80,14 +80,11 @@ class Reconciler:
     def _holder_dead(self, token: str) -> bool:
         """A lease whose holder cannot be working any more (crashed process or node)."""
         holder = LockHolder.parse(token)
-        parts = token.split("|")
         if holder.node == self.node.name:
-            if holder.incarnation != self.node.incarnation:
-                return True  # an earlier start of this very node
+            if holder.incarnation != self.node.incarnation or holder.pid is None:
+                return True  # an earlier start of this very node, or an unreadable token
             try:
-                os.kill(int(parts[2]), 0)
-            except (ValueError, IndexError):
-                return True
+                os.kill(holder.pid, 0)
             except ProcessLookupError:
                 return True  # a pool child of ours that died mid-task
             except PermissionError:

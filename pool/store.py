@@ -56,17 +56,20 @@ def _script(name: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class LockHolder:
-    """Who holds a lease: parsed from the lock token ``node|incarnation|nonce``."""
+    """Who holds a lease: parsed from the lock token ``node|incarnation|pid|nonce``."""
 
     node: str
     incarnation: str
+    pid: int | None
     token: str
 
     @classmethod
     def parse(cls, token: str) -> LockHolder:
-        node, _, rest = token.partition("|")
-        incarnation, _, _ = rest.partition("|")
-        return cls(node=node, incarnation=incarnation, token=token)
+        parts = token.split("|")
+        pid = int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else None
+        return cls(
+            node=parts[0], incarnation=parts[1] if len(parts) > 1 else "", pid=pid, token=token
+        )
 
 
 @dataclass(frozen=True, slots=True)

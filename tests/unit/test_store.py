@@ -126,7 +126,8 @@ def test_membership_ttl_and_listing(st: StateStore) -> None:
 
 def test_lock_holder_parse() -> None:
     holder = LockHolder.parse("node-a|abc|123|ff")
-    assert (holder.node, holder.incarnation) == ("node-a", "abc")
+    assert (holder.node, holder.incarnation, holder.pid) == ("node-a", "abc", 123)
+    assert LockHolder.parse("garbage").pid is None
 
 
 def test_unreachable_redis_is_a_store_error() -> None:
