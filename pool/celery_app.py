@@ -12,7 +12,7 @@ from celery import Celery
 from pool.queues import DEFAULT_TAG, tag_queue
 from pool.settings import Settings
 
-TASK_MODULES = ("tasks.contexts",)
+TASK_MODULES = ("tasks.contexts", "tasks.integrations")
 RECONCILE_TASK = "tasks.contexts.reconcile"
 SWEEP_TASK = "tasks.contexts.sweep"
 

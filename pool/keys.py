@@ -12,6 +12,13 @@ Owners and lifetimes:
     nodes              zset name -> last heartbeat (listing stalled nodes; pruned after a day).
     owned:<name>       set of uuids the node owns; maintained with owner:<uuid> in Lua.
     sweep-lease        string, lease of the pool-wide sweep (one node per period).
+    limit:<n>:tat:<k>  string, GCRA theoretical arrival time of bucket <k> of limit <n>; PX TTL
+                       = how far it is ahead of now (+1 s).
+    limit:<n>:slots:<k> zset holder -> lease expiry; TTL 2 x slot TTL, renewed by holders.
+    limit:<n>:keys     zset bucket key -> last grant (listing); trimmed by the limiter.
+    limit:<n>:stats    hash of counters (granted, throttled, deferred, stale, failed).
+    limit:<n>:waiting  hash node -> "<held messages> <unix ms>", written by each node's gate.
+    call:<task id>     string JSON, result of an integration call; TTL call_record_ttl_s.
 """
 
 from __future__ import annotations
@@ -57,3 +64,21 @@ class Keys:
     @property
     def sweep_lease(self) -> str:
         return f"{self.prefix}sweep-lease"
+
+    def limit_tat(self, limit: str, key: str) -> str:
+        return f"{self.prefix}limit:{limit}:tat:{key}"
+
+    def limit_slots(self, limit: str, key: str) -> str:
+        return f"{self.prefix}limit:{limit}:slots:{key}"
+
+    def limit_keys(self, limit: str) -> str:
+        return f"{self.prefix}limit:{limit}:keys"
+
+    def limit_stats(self, limit: str) -> str:
+        return f"{self.prefix}limit:{limit}:stats"
+
+    def limit_waiting(self, limit: str) -> str:
+        return f"{self.prefix}limit:{limit}:waiting"
+
+    def call(self, task_id: str) -> str:
+        return f"{self.prefix}call:{task_id}"

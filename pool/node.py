@@ -17,21 +17,17 @@ import time
 from typing import Any
 
 from celery import bootsteps, signals
-from kombu import Exchange, Queue
 
 from pool.celery_app import SWEEP_TASK, CtxpoolCelery
 from pool.errors import CtxpoolError
+from pool.gate import LimitGate
+from pool.limited import check_task_limits
 from pool.models import Membership, NodeAnnotations, NodeStats
-from pool.queues import node_queue, tag_queue, tags_of
+from pool.queues import LIMIT_PREFIX, direct_queue, node_queue, tag_queue, tags_of
 from pool.reconcile import NodeIdentity
 from pool.runtime import runtime
 
 log = logging.getLogger(__name__)
-
-
-def _direct(name: str) -> Queue:
-    """A queue with its own direct exchange, as Celery declares it when a producer names it."""
-    return Queue(name, Exchange(name, type="direct"), routing_key=name)
 
 
 class NodeIdentityStep(bootsteps.Step):  # type: ignore[misc]
@@ -48,14 +44,19 @@ class NodeIdentityStep(bootsteps.Step):  # type: ignore[misc]
         if extra and not explicit:
             queues.select([])  # CTXPOOL_TAGS alone: serve exactly those tags
         for name in extra:
-            queues.select_add(_direct(name))
+            queues.select_add(direct_queue(name))
         tags = tags_of(queues.consume_from)
         if not tags:
             log.warning(
                 "node %s serves no tag queue: it will only run contexts forwarded to it",
                 settings.node_name,
             )
-        queues.select_add(_direct(node_queue(settings.node_name)))
+        for name in list(queues.consume_from):
+            if name.startswith(LIMIT_PREFIX):
+                log.warning("%s is admitted by the node's gate, not consumed directly", name)
+                queues.deselect([name])
+        queues.select_add(direct_queue(node_queue(settings.node_name)))
+        check_task_limits(app)
         identity = NodeIdentity(
             name=settings.node_name, tags=frozenset(tags), capacity=settings.capacity
         )
@@ -201,14 +202,56 @@ class NodeHeartbeatStep(bootsteps.StartStopStep):  # type: ignore[misc]
             log.warning("node %s: could not queue a sweep: %s", identity.name, exc)
 
 
+class LimitGateStep(bootsteps.StartStopStep):  # type: ignore[misc]
+    """One admission gate per configured limit (threads in the main process; see pool.gate)."""
+
+    label = "ctxpool-gates"
+    requires = ("celery.worker.consumer.tasks:Tasks",)
+
+    def __init__(self, consumer: Any, **kwargs: Any) -> None:
+        self.gates: list[LimitGate] = []
+        super().__init__(consumer, **kwargs)
+
+    def start(self, consumer: Any) -> None:
+        rt = runtime(consumer.app)
+        if rt.identity is None or self.gates:
+            return
+        settings = rt.settings
+        conf = consumer.app.conf
+        for name in settings.limits.names():
+            gate = LimitGate(
+                name,
+                settings.limits.get(name),
+                rt.limiter,
+                conf.broker_url,
+                dict(conf.broker_transport_options or {}),
+                rt.identity.name,
+            )
+            gate.start()
+            self.gates.append(gate)
+        log.info(
+            "node %s: gates for limits %s",
+            rt.identity.name,
+            "; ".join(f"{g.name}={g.spec.describe()}" for g in self.gates) or "-",
+        )
+
+    def stop(self, consumer: Any) -> None:
+        for gate in self.gates:
+            gate.stop()
+        self.gates = []
+
+    shutdown = stop
+
+
 def install(app: CtxpoolCelery) -> None:
     """Register the node bootsteps and signals on ``app``."""
     app.steps["worker"].add(NodeIdentityStep)
     app.steps["consumer"].add(NodeHeartbeatStep)
+    app.steps["consumer"].add(LimitGateStep)
 
     @signals.worker_process_init.connect(weak=False)  # type: ignore[untyped-decorator]
     def _after_fork(**_: Any) -> None:
         runtime(app).reset_clients()
 
 
-__all__ = ["NodeHeartbeatStep", "NodeIdentityStep", "install"]
+__all__ = ["LimitGateStep", "NodeHeartbeatStep", "NodeIdentityStep", "install"]

@@ -1,11 +1,14 @@
-"""Queue naming: ``tag-<tag>`` per tag, ``node-<node>`` per node."""
+"""Queue naming: ``tag-<tag>`` per tag, ``node-<node>`` per node, ``limit-<limit>`` per limit."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+from kombu import Exchange, Queue
+
 TAG_PREFIX = "tag-"
 NODE_PREFIX = "node-"
+LIMIT_PREFIX = "limit-"
 DEFAULT_TAG = "default"
 
 
@@ -15,6 +18,16 @@ def tag_queue(tag: str) -> str:
 
 def node_queue(node: str) -> str:
     return f"{NODE_PREFIX}{node}"
+
+
+def limit_queue(limit: str) -> str:
+    """The queue a task bound by ``limit`` waits in until a gate admits it."""
+    return f"{LIMIT_PREFIX}{limit}"
+
+
+def direct_queue(name: str) -> Queue:
+    """A queue with its own direct exchange, as Celery declares it when a producer names it."""
+    return Queue(name, Exchange(name, type="direct"), routing_key=name)
 
 
 def tags_of(queue_names: Iterable[str]) -> list[str]:

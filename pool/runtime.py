@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 from pool.celery_app import RECONCILE_TASK
 from pool.engine import DockerEngine
 from pool.errors import ConfigError
+from pool.limiter import RedisLimiter
 from pool.models import Nudge
 from pool.reconcile import NodeIdentity, Reconciler
 from pool.settings import Settings
@@ -37,6 +38,7 @@ class Runtime:
         self._store: StateStore | None = None
         self._engine: DockerEngine | None = None
         self._reconciler: Reconciler | None = None
+        self._limiter: RedisLimiter | None = None
 
     @property
     def settings(self) -> Settings:
@@ -48,6 +50,7 @@ class Runtime:
             self._store = None
             self._engine = None
             self._reconciler = None
+            self._limiter = None
 
     @property
     def store(self) -> StateStore:
@@ -56,6 +59,14 @@ class Runtime:
                 s = self.app.ctxpool_settings
                 self._store = StateStore.from_url(s.redis_url, s.key_prefix)
             return self._store
+
+    @property
+    def limiter(self) -> RedisLimiter:
+        with self._lock:
+            if self._limiter is None:
+                s = self.app.ctxpool_settings
+                self._limiter = RedisLimiter.from_url(s.redis_url, s.key_prefix)
+            return self._limiter
 
     @property
     def engine(self) -> DockerEngine:

@@ -12,7 +12,7 @@ import socket
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -20,6 +20,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from pool.limits import Limits
 
 #: Linux capabilities a context spec may add back (everything else stays dropped).
 DEFAULT_CAP_ALLOWLIST = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID", "NET_BIND_SERVICE")
@@ -97,6 +99,19 @@ class Settings(BaseSettings):
     drp_endpoints: CommaList = Field(
         default_factory=list, description="RS_ENDPOINTS given to containers when a spec has none."
     )
+    limits: Annotated[Limits, NoDecode] = Field(
+        default_factory=lambda: Limits.model_validate({}),
+        description="Global limits: 'name=50/s burst 10 concurrency 4 per {host}; ...'.",
+    )
+    call_record_ttl_s: int = Field(
+        86400, ge=60, description="How long results of integration calls are kept."
+    )
+    drp_url: str | None = Field(None, description="DRP endpoint, e.g. https://drp:8092.")
+    drp_token: SecretStr | None = Field(None, description="DRP API token (Bearer).")
+    drp_username: str | None = Field(None, description="DRP user (with drp_password).")
+    drp_password: SecretStr | None = Field(None, description="DRP password.")
+    drp_ca_bundle: str | None = Field(None, description="CA bundle to verify DRP's TLS with.")
+    drp_verify_tls: bool = Field(True, description="Verify DRP's TLS certificate.")
 
     @classmethod
     def settings_customise_sources(
@@ -156,7 +171,7 @@ class Settings(BaseSettings):
     def redacted(self) -> dict[str, Any]:
         """Settings as a dict that is safe to log: passwords in URLs are masked."""
         data = self.model_dump()
-        for key in ("broker_url", "redis_url", "docker_url"):
+        for key in ("broker_url", "redis_url", "docker_url", "drp_url"):
             if data.get(key):
                 data[key] = redact_url(data[key])
         return data

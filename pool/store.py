@@ -414,6 +414,18 @@ class StateStore:
             views.append(NodeView(name=name, alive=raw is not None, last_seen=seen, record=record))
         return views
 
+    # ---- integration call records ----------------------------------------------------------
+
+    @_converting
+    def put_call(self, task_id: str, record_json: str, ttl_s: int) -> None:
+        """Record the result of one integration call (JSON) for ``ttl_s`` seconds."""
+        self.redis.set(self.keys.call(task_id), record_json, ex=ttl_s)
+
+    @_converting
+    def get_call(self, task_id: str) -> str | None:
+        """The recorded result of one integration call, or ``None`` (unknown or expired)."""
+        return self.redis.get(self.keys.call(task_id))
+
     @_converting
     def check_server(self) -> list[str]:
         """Problems with the Redis server's configuration (empty when fine)."""

@@ -223,3 +223,101 @@ def container_state(client: docker.DockerClient, name_prefix: str) -> dict[str, 
         except docker.errors.NotFound:
             continue  # removed meanwhile
     return out
+
+
+class RecordingServer:
+    """A loopback HTTP server that records every call's arrival (for limit tests and benches).
+
+    Any path answers 200 unless told otherwise: ``delay_s`` makes calls slow (concurrency
+    tests), ``throttle_first`` answers the first N calls of each path with 429 and
+    ``Retry-After: retry_after_s``. ``max_in_flight`` is the most calls it ever served at once.
+    """
+
+    def __init__(
+        self, delay_s: float = 0.0, throttle_first: int = 0, retry_after_s: int = 1
+    ) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.delay_s = delay_s
+        self.throttle_first = throttle_first
+        self.retry_after_s = retry_after_s
+        self.arrivals: list[tuple[float, str, int]] = []  # (monotonic time, path, status)
+        self.in_flight = 0
+        self.max_in_flight = 0
+        self._seen: dict[str, int] = {}
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                status, headers = server._arrive(self.path)
+                if status == 200 and server.delay_s:
+                    time.sleep(server.delay_s)
+                body = b'{"ok": true}'
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                with server._lock:
+                    server.in_flight -= 1
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle  # noqa: N815
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def _arrive(self, path: str) -> tuple[int, dict[str, str]]:
+        with self._lock:
+            now = time.monotonic()
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            seen = self._seen.get(path, 0)
+            self._seen[path] = seen + 1
+            if seen < self.throttle_first:
+                self.arrivals.append((now, path, 429))
+                return 429, {"Retry-After": str(self.retry_after_s)}
+            self.arrivals.append((now, path, 200))
+            return 200, {}
+
+    @property
+    def url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __enter__(self) -> RecordingServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def served(self) -> list[tuple[float, str]]:
+        """Calls answered 200: (arrival, path)."""
+        with self._lock:
+            return [(t, p) for t, p, s in self.arrivals if s == 200]
+
+
+def window_counts(times: list[float], window_s: float) -> list[int]:
+    """For every arrival, how many arrivals fall in the window starting there (sliding)."""
+    times = sorted(times)
+    counts, j = [], 0
+    for i, start in enumerate(times):
+        j = max(j, i)
+        while j < len(times) and times[j] < start + window_s:
+            j += 1
+        counts.append(j - i)
+    return counts

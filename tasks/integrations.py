@@ -1,0 +1,148 @@
+"""Integration tasks: calls to external services, each bound by a global limit.
+
+- ``tasks.integrations.http``: one HTTP call (:class:`pool.httpcall.HttpRequest`), bound by the
+  limit the request names (default ``http``, one bucket per host with the default template).
+- ``tasks.integrations.drp``: one DRP API call (:class:`pool.drpcalls.DrpCall`), bound by
+  ``drp-api``; the worker adds DRP's URL and credentials from its own settings.
+
+Results are recorded under ``call:<task id>`` (see :func:`result`) and returned.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import ValidationError
+
+from pool import app
+from pool.drpcalls import DRP_LIMIT, DrpCall, describe, to_http
+from pool.errors import ConfigError, CtxpoolError
+from pool.httpcall import HttpRequest, HttpResult, perform, redact_query
+from pool.limited import Deferred, LimitedTask
+from pool.runtime import runtime
+
+log = logging.getLogger(__name__)
+
+HTTP_TASK = "tasks.integrations.http"
+DRP_TASK = "tasks.integrations.drp"
+
+
+def _parse(model: type[HttpRequest] | type[DrpCall], value: Any) -> Any:
+    try:
+        return model.model_validate(value)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid {model.__name__}: {exc}") from exc
+
+
+class _RecordingTask(LimitedTask):
+    """Records every final outcome (success, failure, exhausted deferrals)."""
+
+    def record(self, result: HttpResult) -> dict[str, Any]:
+        rt = runtime(self.app)
+        data = result.model_dump(mode="json")
+        try:
+            rt.store.put_call(
+                result.task_id, result.model_dump_json(), rt.settings.call_record_ttl_s
+            )
+        except CtxpoolError as exc:
+            log.warning("call %s: result not recorded: %s", result.task_id, exc)
+        return data
+
+    def failed(self, req: HttpRequest | None, error: str, attempt: int) -> dict[str, Any]:
+        return self.record(
+            HttpResult(
+                task_id=str(self.request.id),
+                method=req.method if req else "-",
+                url=redact_query(req.url) if req else "-",
+                outcome="failed",
+                attempts=attempt,
+                error=error,
+            )
+        )
+
+    def run_http(self, req: HttpRequest) -> dict[str, Any]:
+        result = perform(req, str(self.request.id), self.attempt())
+        if result.outcome == "failed":
+            log.warning("call %s %s failed: %s", req.method, redact_query(req.url), result.error)
+        return self.record(result)
+
+
+class HttpTask(_RecordingTask):
+    limit = "http"
+
+    def limit_name(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        return str(_parse(HttpRequest, kwargs.get("request")).limit)
+
+    def limit_fields(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        fields: dict[str, Any] = _parse(HttpRequest, kwargs.get("request")).key_fields()
+        return fields
+
+    def attempt_budget(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+        return int(_parse(HttpRequest, kwargs.get("request")).max_attempts)
+
+    def on_exhausted(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], deferred: Deferred
+    ) -> Any:
+        req = _parse(HttpRequest, kwargs.get("request"))
+        log.error("call %s %s gave up: %s", req.method, redact_query(req.url), deferred)
+        return self.failed(
+            req, f"gave up after {self.attempt()} attempts: {deferred}", self.attempt()
+        )
+
+
+@app.task(base=HttpTask, bind=True, name=HTTP_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
+def http(self: HttpTask, request: dict[str, Any]) -> dict[str, Any]:
+    """Make one HTTP call (see :class:`pool.httpcall.HttpRequest`); 429/5xx are deferred."""
+    return self.run_http(_parse(HttpRequest, request))
+
+
+class DrpTask(_RecordingTask):
+    limit = DRP_LIMIT
+
+    def limit_fields(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        call = _parse(DrpCall, kwargs.get("call"))
+        return {"method": call.method, "path": call.path}
+
+    def on_exhausted(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], deferred: Deferred
+    ) -> Any:
+        call = _parse(DrpCall, kwargs.get("call"))
+        log.error("DRP call %s gave up: %s", describe(call), deferred)
+        return self.failed(None, f"gave up: {deferred}", self.attempt())
+
+
+@app.task(base=DrpTask, bind=True, name=DRP_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
+def drp(self: DrpTask, call: dict[str, Any]) -> dict[str, Any]:
+    """Make one DRP API call with this worker's DRP URL and credentials."""
+    parsed = _parse(DrpCall, call)
+    try:
+        req = to_http(parsed, runtime(self.app).settings)
+    except ConfigError as exc:
+        log.error("DRP call %s not made: %s", describe(parsed), exc)
+        return self.failed(None, str(exc), self.attempt())
+    return self.run_http(req)
+
+
+def submit_http(req: HttpRequest, **options: Any) -> str:
+    """Queue one HTTP call; returns its task id (look the outcome up with :func:`result`).
+
+    Raises:
+        ConfigError: the request names an unknown limit.
+    """
+    sent = http.apply_async(
+        kwargs={"request": req.model_dump(mode="json", by_alias=True)}, **options
+    )
+    return str(sent.id)
+
+
+def submit_drp(call: DrpCall, **options: Any) -> str:
+    """Queue one DRP API call; returns its task id."""
+    sent = drp.apply_async(kwargs={"call": call.model_dump(mode="json")}, **options)
+    return str(sent.id)
+
+
+def result(task_id: str) -> HttpResult | None:
+    """The recorded outcome of a call, or ``None`` while it is pending (or expired)."""
+    raw = runtime(app).store.get_call(task_id)
+    return HttpResult.model_validate_json(raw) if raw else None
