@@ -6,11 +6,12 @@ import argparse
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError
 
 from pool.errors import CtxpoolError
+from pool.limitview import LimitView, limit_views
 from pool.models import ContextStatus, NodeView
 from pool.settings import Settings
 from pool.store import StateStore
@@ -83,18 +84,105 @@ def format_contexts(statuses: list[ContextStatus], now: float) -> str:
     )
 
 
+def format_limits(views: list[LimitView]) -> str:
+    rows = []
+    for v in views:
+        busiest = min(v.buckets, key=lambda b: (b.tokens, -b.in_flight))
+        in_flight = sum(b.in_flight for b in v.buckets)
+        c = v.counters
+        rows.append(
+            [
+                v.name,
+                v.definition,
+                str(len(v.buckets)),
+                f"{busiest.tokens:.1f}" + (f" ({busiest.key})" if busiest.key != "*" else ""),
+                str(in_flight) + (f"/{v.concurrency}" if v.concurrency else ""),
+                "?" if v.queued is None else str(v.queued),
+                str(v.held),
+                str(c["granted"]),
+                str(c["throttled"]),
+                str(c["deferred"]),
+                str(c["stale"]),
+                str(c["failed"]),
+            ]
+        )
+    return _table(
+        [
+            "LIMIT",
+            "DEFINITION",
+            "KEYS",
+            "TOKENS(min)",
+            "IN-FLIGHT",
+            "QUEUED",
+            "AT-GATES",
+            "GRANTED",
+            "THROTTLED",
+            "DEFERRED",
+            "STALE",
+            "FAILED",
+        ],
+        rows,
+    )
+
+
+def _queue_depth(settings: Settings) -> Callable[[str], int | None]:
+    from pool.celery_app import create_app
+    from pool.runtime import runtime
+
+    app = create_app()
+    app.use_settings(settings)
+    return runtime(app).queue_depth
+
+
+def _serve_metrics(settings: Settings, store: StateStore, port: int, addr: str) -> int:
+    from prometheus_client import CollectorRegistry, generate_latest, start_http_server
+
+    from pool.limiter import RedisLimiter
+    from pool.metrics import PoolCollector
+
+    registry = CollectorRegistry()
+    limiter = RedisLimiter.from_url(settings.redis_url, settings.key_prefix)
+    registry.register(PoolCollector(settings.limits, limiter, store, _queue_depth(settings)))
+    if port == 0:
+        sys.stdout.write(generate_latest(registry).decode())
+        return 0
+    start_http_server(port, addr=addr, registry=registry)
+    print(f"ctxpool metrics on http://{addr}:{port}/metrics", file=sys.stderr)
+    while True:
+        time.sleep(3600)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="ctxpool", description="ctxpool pool inspection")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, text in (("nodes", "membership of worker nodes"), ("contexts", "contexts and state")):
+    for name, text in (
+        ("nodes", "membership of worker nodes"),
+        ("contexts", "contexts and state"),
+        ("limits", "global limits: tokens, in flight, waiting, counters"),
+    ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    m = sub.add_parser("metrics", help="serve Prometheus metrics (pool-wide)")
+    m.add_argument("--port", type=int, default=9808, help="port; 0 prints them once and exits")
+    m.add_argument("--addr", default="0.0.0.0", help="address to listen on")  # noqa: S104
     args = parser.parse_args(argv)
     try:
         settings = Settings()
         store = StateStore.from_url(settings.redis_url, settings.key_prefix)
         now = time.time()
-        if args.command == "nodes":
+        if args.command == "metrics":
+            return _serve_metrics(settings, store, args.port, args.addr)
+        if args.command == "limits":
+            from pool.limiter import RedisLimiter
+
+            limiter = RedisLimiter.from_url(settings.redis_url, settings.key_prefix)
+            lviews = limit_views(settings.limits, limiter, _queue_depth(settings))
+            out = (
+                json.dumps([v.model_dump(mode="json") for v in lviews], indent=2)
+                if args.json
+                else format_limits(lviews)
+            )
+        elif args.command == "nodes":
             views = store.nodes()
             out = (
                 json.dumps([v.model_dump(mode="json") for v in views], indent=2)

@@ -94,9 +94,12 @@ class Runtime:
         """Messages waiting in ``queue`` on the broker; ``None`` when it cannot tell."""
         try:
             with self.app.connection_for_read() as conn:
-                ok = conn.default_channel.queue_declare(queue=queue, passive=True)
+                try:
+                    ok = conn.default_channel.queue_declare(queue=queue, passive=True)
+                except conn.channel_errors:
+                    return 0  # no such queue (on Redis: an empty one): nothing waits
                 return int(ok.message_count)
-        except Exception as exc:  # undeclared queue, broker hiccup: unknown
+        except Exception as exc:  # broker unreachable: unknown
             log.debug("queue depth of %s unknown: %s", queue, exc)
             return None
 

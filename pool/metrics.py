@@ -1,0 +1,108 @@
+"""Prometheus metrics of the whole pool, read from Redis and the broker at scrape time.
+
+``ctxpool metrics --port 9808`` serves them (one exporter per pool is enough: every figure is
+pool-wide). Names:
+
+- ``ctxpool_limit_tokens{limit,key}``, ``ctxpool_limit_in_flight{limit,key}``,
+  ``ctxpool_limit_blocked_seconds{limit,key}``: buckets (recently used keys, at most 50);
+- ``ctxpool_limit_waiting{limit,where="queue|gate"}``: calls waiting for a token;
+- ``ctxpool_limit_rate_per_second{limit}``, ``ctxpool_limit_burst{limit}``,
+  ``ctxpool_limit_concurrency{limit}``: the configuration;
+- ``ctxpool_limit_<counter>_total{limit}``: granted, throttled (had to wait), deferred
+  (429/5xx), stale (admitted but started late, re-queued), failed (gave up);
+- ``ctxpool_node_up{node}``, ``ctxpool_node_contexts{node}``, ``ctxpool_node_capacity{node}``,
+  ``ctxpool_node_gated{node}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from pool.errors import CtxpoolError
+from pool.limiter import COUNTERS, Limiter
+from pool.limits import Limits
+from pool.limitview import limit_views
+from pool.store import StateStore
+
+log = logging.getLogger(__name__)
+
+
+class PoolCollector(Collector):
+    """Collects limit and node metrics on every scrape."""
+
+    def __init__(
+        self,
+        limits: Limits,
+        limiter: Limiter,
+        store: StateStore,
+        queue_depth: Callable[[str], int | None],
+    ) -> None:
+        self.limits, self.limiter, self.store, self.queue_depth = (
+            limits,
+            limiter,
+            store,
+            queue_depth,
+        )
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("ctxpool_exporter_redis_up", "1 when Redis answered this scrape")
+        try:
+            views = limit_views(self.limits, self.limiter, self.queue_depth)
+            nodes = self.store.nodes()
+        except CtxpoolError as exc:
+            log.warning("metrics: %s", exc)
+            up.add_metric([], 0)
+            yield up
+            return
+        up.add_metric([], 1)
+        yield up
+        g = {
+            name: GaugeMetricFamily(f"ctxpool_limit_{name}", text, labels=labels)
+            for name, text, labels in (
+                ("tokens", "Tokens available now", ["limit", "key"]),
+                ("in_flight", "Concurrency slots held", ["limit", "key"]),
+                ("blocked_seconds", "Seconds until the next token", ["limit", "key"]),
+                ("waiting", "Calls waiting for a token", ["limit", "where"]),
+                ("rate_per_second", "Configured rate", ["limit"]),
+                ("burst", "Configured burst", ["limit"]),
+                ("concurrency", "Configured concurrency (0: none)", ["limit"]),
+            )
+        }
+        counters = {
+            c: CounterMetricFamily(f"ctxpool_limit_{c}", f"Calls {c}", labels=["limit"])
+            for c in COUNTERS
+        }
+        for v in views:
+            for b in v.buckets:
+                g["tokens"].add_metric([v.name, b.key], b.tokens)
+                g["in_flight"].add_metric([v.name, b.key], b.in_flight)
+                g["blocked_seconds"].add_metric([v.name, b.key], b.blocked_s)
+            g["waiting"].add_metric([v.name, "queue"], v.queued or 0)
+            g["waiting"].add_metric([v.name, "gate"], v.held)
+            g["rate_per_second"].add_metric([v.name], v.rate_per_s)
+            g["burst"].add_metric([v.name], v.burst)
+            g["concurrency"].add_metric([v.name], v.concurrency or 0)
+            for c in COUNTERS:
+                counters[c].add_metric([v.name], v.counters.get(c, 0))
+        yield from g.values()
+        yield from counters.values()
+        node_g = {
+            name: GaugeMetricFamily(f"ctxpool_node_{name}", text, labels=["node"])
+            for name, text in (
+                ("up", "1 while the node heartbeats"),
+                ("contexts", "Contexts the node runs"),
+                ("capacity", "Contexts the node may run"),
+                ("gated", "1 when the node stopped taking new contexts"),
+            )
+        }
+        for n in nodes:
+            node_g["up"].add_metric([n.name], 1 if n.alive else 0)
+            if n.record is not None:
+                node_g["contexts"].add_metric([n.name], n.record.stats.running_contexts)
+                node_g["capacity"].add_metric([n.name], n.record.stats.capacity)
+                node_g["gated"].add_metric([n.name], 1 if n.record.stats.gated else 0)
+        yield from node_g.values()
