@@ -263,7 +263,7 @@ class MemoryLimiter:
                 return Grant(False, max(0.0, min(slots.values()) - now), "concurrency")
             tat = max(bucket.tat, now)
             tau = spec.interval_s * (spec.burst - 1)
-            if tat - now > tau:
+            if tat - now > tau + 1e-9:
                 return Grant(False, tat - now - tau, "rate")
             bucket.tat = tat + spec.interval_s
             bucket.last_grant = now

@@ -13,9 +13,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from celery import Celery, shared_task
 from pydantic import ValidationError
 
-from pool import app
+import pool
 from pool.drpcalls import DRP_LIMIT, DrpCall, describe, to_http
 from pool.errors import ConfigError, CtxpoolError
 from pool.httpcall import HttpRequest, HttpResult, perform, redact_query
@@ -91,7 +92,7 @@ class HttpTask(_RecordingTask):
         )
 
 
-@app.task(base=HttpTask, bind=True, name=HTTP_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
+@shared_task(base=HttpTask, bind=True, name=HTTP_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
 def http(self: HttpTask, request: dict[str, Any]) -> dict[str, Any]:
     """Make one HTTP call (see :class:`pool.httpcall.HttpRequest`); 429/5xx are deferred."""
     return self.run_http(_parse(HttpRequest, request))
@@ -112,7 +113,7 @@ class DrpTask(_RecordingTask):
         return self.failed(None, f"gave up: {deferred}", self.attempt())
 
 
-@app.task(base=DrpTask, bind=True, name=DRP_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
+@shared_task(base=DrpTask, bind=True, name=DRP_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
 def drp(self: DrpTask, call: dict[str, Any]) -> dict[str, Any]:
     """Make one DRP API call with this worker's DRP URL and credentials."""
     parsed = _parse(DrpCall, call)
@@ -124,25 +125,29 @@ def drp(self: DrpTask, call: dict[str, Any]) -> dict[str, Any]:
     return self.run_http(req)
 
 
-def submit_http(req: HttpRequest, **options: Any) -> str:
+def submit_http(req: HttpRequest, app: Celery | None = None, **options: Any) -> str:
     """Queue one HTTP call; returns its task id (look the outcome up with :func:`result`).
+
+    Args:
+        req: the call.
+        app: the producer's Celery app (default ``pool.app``, configured from the environment).
+        options: more ``apply_async`` options (``task_id``, ``expires``, ...).
 
     Raises:
         ConfigError: the request names an unknown limit.
     """
-    sent = http.apply_async(
-        kwargs={"request": req.model_dump(mode="json", by_alias=True)}, **options
-    )
-    return str(sent.id)
+    task = (app or pool.app).tasks[HTTP_TASK]
+    payload = {"request": req.model_dump(mode="json", by_alias=True)}
+    return str(task.apply_async(kwargs=payload, **options).id)
 
 
-def submit_drp(call: DrpCall, **options: Any) -> str:
+def submit_drp(call: DrpCall, app: Celery | None = None, **options: Any) -> str:
     """Queue one DRP API call; returns its task id."""
-    sent = drp.apply_async(kwargs={"call": call.model_dump(mode="json")}, **options)
-    return str(sent.id)
+    task = (app or pool.app).tasks[DRP_TASK]
+    return str(task.apply_async(kwargs={"call": call.model_dump(mode="json")}, **options).id)
 
 
-def result(task_id: str) -> HttpResult | None:
+def result(task_id: str, app: Celery | None = None) -> HttpResult | None:
     """The recorded outcome of a call, or ``None`` while it is pending (or expired)."""
-    raw = runtime(app).store.get_call(task_id)
+    raw = runtime(app or pool.app).store.get_call(task_id)
     return HttpResult.model_validate_json(raw) if raw else None

@@ -98,8 +98,24 @@ def start_worker(
     """
     started: list[support.Worker] = []
 
-    def start(node: str, queues: list[str], wait: bool = True, **env: str) -> support.Worker:
-        worker = support.Worker(node, queues, tmp_path, env={**pool_env, **env}).start()
+    def start(
+        node: str,
+        queues: list[str],
+        wait: bool = True,
+        pool: str = "threads",
+        concurrency: int = 4,
+        app: str = "pool",
+        **env: str,
+    ) -> support.Worker:
+        worker = support.Worker(
+            node,
+            queues,
+            tmp_path,
+            env={**pool_env, **env},
+            concurrency=concurrency,
+            pool=pool,
+            app=app,
+        ).start()
         started.append(worker)
         if wait:
             worker.wait_ready()

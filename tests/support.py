@@ -139,7 +139,9 @@ class Worker:
         env: dict[str, str] | None = None,
         concurrency: int = 4,
         pool: str = "threads",
+        app: str = "pool",
     ) -> None:
+        self.app = app
         self.node = node
         self.queues = queues
         self.log_path = log_dir / f"worker-{node}.log"
@@ -155,7 +157,7 @@ class Worker:
             "-m",
             "celery",
             "-A",
-            "pool",
+            self.app,
             "worker",
             "-n",
             f"{self.node}@%h",
@@ -192,6 +194,23 @@ class Worker:
             return f"{self.node}@" in self.log() and " ready." in self.log()
 
         wait_for(ready, timeout_s, what=f"worker {self.node} ready")
+
+    def rss_kb(self) -> int:
+        """Resident memory of the worker's main process and its pool children, in KiB."""
+        assert self.proc is not None
+        pids = [self.proc.pid]
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        if children.exists():
+            pids += [int(p) for p in children.read_text().split()]
+        total = 0
+        for pid in pids:
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            except FileNotFoundError:
+                continue
+        return total
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
@@ -257,18 +276,22 @@ class RecordingServer:
                 if length:
                     self.rfile.read(length)
                 status, headers = server._arrive(self.path)
-                if status == 200 and server.delay_s:
-                    time.sleep(server.delay_s)
-                body = b'{"ok": true}'
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-                with server._lock:
-                    server.in_flight -= 1
+                try:
+                    if status == 200 and server.delay_s:
+                        time.sleep(server.delay_s)
+                    body = b'{"ok": true}'
+                    self.send_response(status)
+                    for name, value in headers.items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except OSError:
+                    self.close_connection = True  # the caller died (a killed worker)
+                finally:
+                    with server._lock:
+                        server.in_flight -= 1
 
             do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle  # noqa: N815
 

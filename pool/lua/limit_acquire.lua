@@ -20,7 +20,7 @@ end
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if tat < now then tat = now end
 local tau = interval * (burst - 1)
-if tat - now > tau then
+if tat - now > tau + 0.000001 then
   return {0, string.format('%.3f', tat - now - tau), 'rate'}
 end
 local new_tat = tat + interval

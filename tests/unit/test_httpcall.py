@@ -1,0 +1,91 @@
+"""HTTP call classification and DRP call building (a real loopback server, no workers)."""
+
+from __future__ import annotations
+
+import email.utils
+import random
+import socket
+
+import pytest
+from pydantic import SecretStr, ValidationError
+
+from pool import drpcalls
+from pool.errors import ConfigError
+from pool.httpcall import (
+    MAX_RETRY_AFTER_S,
+    HttpRequest,
+    backoff_s,
+    perform,
+    redact_query,
+    retry_after_s,
+)
+from pool.limited import Deferred
+from pool.settings import Settings
+from tests.support import RecordingServer
+
+
+def test_retry_after_forms() -> None:
+    assert retry_after_s("7") == 7.0
+    assert retry_after_s(None) is None
+    assert retry_after_s("soon") is None
+    assert retry_after_s("999999") == MAX_RETRY_AFTER_S
+    date = email.utils.formatdate(1_000_030, usegmt=True)
+    assert retry_after_s(date, now=1_000_000) == pytest.approx(30.0)
+    assert retry_after_s(date, now=2_000_000) == 0.0  # a date in the past: now
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    rng = random.Random(1)
+    assert 0.5 <= backoff_s(1, rng) <= 1.0
+    assert 4.0 <= backoff_s(4, rng) <= 8.0
+    assert 30.0 <= backoff_s(40, rng) <= 60.0
+
+
+def test_request_validation() -> None:
+    req = HttpRequest.model_validate(
+        {"method": "post", "url": "https://bmc-7.lab:8443/redfish/v1?x=1", "json": {"a": 1}}
+    )
+    assert (req.method, req.host, req.json_body) == ("POST", "bmc-7.lab:8443", {"a": 1})
+    assert req.key_fields()["hostname"] == "bmc-7.lab"
+    for bad in ({"url": "ftp://x/"}, {"url": "/relative"}, {"url": "http://x/", "method": "BREW"}):
+        with pytest.raises(ValidationError):
+            HttpRequest.model_validate(bad)
+    assert redact_query("https://u:pw@h:1/p?token=s#f") == "https://h:1/p"
+
+
+def test_perform_classifies_responses() -> None:
+    with RecordingServer(throttle_first=1, retry_after_s=3) as srv:
+        req = HttpRequest(url=f"{srv.url}/a")
+        with pytest.raises(Deferred) as deferred:
+            perform(req, "t1", 1)
+        assert deferred.value.delay_s == 3.0
+        assert "429" in deferred.value.reason
+        ok = perform(req, "t1", 2)
+        assert (ok.outcome, ok.status, ok.attempts, ok.body) == ("ok", 200, 2, '{"ok": true}')
+
+
+def test_perform_connection_refused_is_deferred() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once closed
+    with pytest.raises(Deferred, match="ConnectionError"):
+        perform(HttpRequest(url=f"http://127.0.0.1:{port}/", timeout_s=2), "t", 1)
+
+
+def test_drp_call_uses_worker_credentials() -> None:
+    settings = Settings(drp_url="https://drp:8092/", drp_token=SecretStr("s3cret"))
+    call = drpcalls.set_param("3f1c-uuid", "docker-context/owner", "node-a")
+    assert call.path == "/api/v3/machines/3f1c-uuid/params/docker-context%2Fowner"
+    assert "s3cret" not in call.model_dump_json()  # credentials never travel in the message
+    req = drpcalls.to_http(call, settings)
+    assert req.url == "https://drp:8092/api/v3/machines/3f1c-uuid/params/docker-context%2Fowner"
+    assert req.headers["Authorization"] == "Bearer s3cret"
+    assert (req.limit, req.json_body) == ("drp-api", "node-a")
+    basic = Settings(drp_url="https://drp", drp_username="u", drp_password=SecretStr("p"))
+    assert drpcalls.to_http(call, basic).headers["Authorization"] == "Basic dTpw"
+    patch = drpcalls.patch_machine("m", [{"op": "test", "path": "/Context", "value": "x"}])
+    assert drpcalls.to_http(patch, settings).headers["Content-Type"].endswith("patch+json")
+    with pytest.raises(ConfigError, match="CTXPOOL_DRP_URL"):
+        drpcalls.to_http(call, Settings())
+    with pytest.raises(ConfigError, match="credentials"):
+        drpcalls.to_http(call, Settings(drp_url="https://drp"))
