@@ -66,11 +66,39 @@ class _RecordingTask(LimitedTask):
         result = perform(req, str(self.request.id), self.attempt())
         if result.outcome == "failed":
             log.warning("call %s %s failed: %s", req.method, redact_query(req.url), result.error)
-        return self.record(result)
+        recorded = self.record(result)
+        recorded.pop("body", None)  # the return value is logged; the body is in the record
+        return recorded
+
+
+#: Header values shown as they are in logs and events (Flower); every other value is masked.
+SAFE_HEADERS = frozenset({"accept", "content-type", "user-agent", "accept-encoding"})
+
+
+def redacted_request(request: HttpRequest) -> dict[str, Any]:
+    """The request as logs and task events may show it: header values and query masked."""
+    data = request.model_dump(mode="json", by_alias=True, exclude={"json_body"})
+    data["url"] = redact_query(request.url)
+    data["headers"] = {
+        k: (v if k.lower() in SAFE_HEADERS else "***") for k, v in request.headers.items()
+    }
+    data["params"] = dict.fromkeys(request.params, "***")
+    data["json"] = "..." if request.json_body is not None else None
+    return data
 
 
 class HttpTask(_RecordingTask):
     limit = "http"
+
+    def apply_async(
+        self,
+        args: tuple[Any, ...] | list[Any] | None = None,
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> Any:
+        req = _parse(HttpRequest, (kwargs or {}).get("request"))
+        options.setdefault("kwargsrepr", repr({"request": redacted_request(req)}))
+        return super().apply_async(args, kwargs, **options)
 
     def limit_name(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         return str(_parse(HttpRequest, kwargs.get("request")).limit)

@@ -89,3 +89,20 @@ def test_drp_call_uses_worker_credentials() -> None:
         drpcalls.to_http(call, Settings())
     with pytest.raises(ConfigError, match="credentials"):
         drpcalls.to_http(call, Settings(drp_url="https://drp"))
+
+
+def test_logged_form_of_a_request_masks_secrets() -> None:
+    from tasks.integrations import redacted_request
+
+    req = HttpRequest(
+        method="POST",
+        url="https://u:pw@api.example/v1/x?token=abc",
+        headers={"Authorization": "Bearer s3cret", "Content-Type": "application/json"},
+        params={"api_key": "k"},
+        json={"password": "hunter2"},
+    )
+    shown = repr(redacted_request(req))
+    for secret in ("s3cret", "abc", "pw", "hunter2", "'k'"):
+        assert secret not in shown
+    assert "application/json" in shown
+    assert "https://api.example/v1/x" in shown
