@@ -15,6 +15,7 @@ from pool.settings import Settings
 TASK_MODULES = ("tasks.contexts", "tasks.integrations")
 RECONCILE_TASK = "tasks.contexts.reconcile"
 SWEEP_TASK = "tasks.contexts.sweep"
+DRP_TASK = "tasks.integrations.drp"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from pool import drpcalls
+from pool.drpcalls import DrpCall
 from pool.engine import DockerEngine
 from pool.errors import EngineError, PermanentContextError
 from pool.models import Desired, DesiredState, Nudge, RunState
@@ -32,6 +34,11 @@ MAX_ROUNDS = 5
 
 #: Sends a nudge to a queue: ``publish(nudge, queue_name)``.
 Publisher = Callable[[Nudge, str], None]
+#: Queues a DRP API call (``tasks.integrations.drp``, bound by the ``drp-api`` limit).
+Reporter = Callable[[DrpCall], None]
+#: DRP machine params a node writes back: who runs the context, and why it cannot run.
+DRP_OWNER_PARAM = "docker-context/owner"
+DRP_ERROR_PARAM = "docker-context/error"
 
 
 class Outcome(StrEnum):
@@ -65,12 +72,23 @@ class Reconciler:
         settings: Settings,
         node: NodeIdentity,
         publish: Publisher,
+        report: Reporter | None = None,
     ) -> None:
         self.store = store
         self.engine = engine
         self.settings = settings
         self.node = node
         self.publish = publish
+        self.report = report
+
+    def _tell_drp(self, uuid: str, call: DrpCall) -> None:
+        """Queue a DRP write-back (owner, error) when DRP is configured; never fails the caller."""
+        if self.report is None:
+            return
+        try:
+            self.report(call)
+        except Exception as exc:  # broker hiccup or config: the next change reports again
+            log.warning("context %s: DRP update %s not queued: %s", uuid, call.path, exc)
 
     # ---- locking ----------------------------------------------------------------------------
 
@@ -178,6 +196,8 @@ class Reconciler:
             if not claim.ok:
                 return Outcome.BUSY
             owner = me
+            if present:
+                self._tell_drp(uuid, drpcalls.set_param(uuid, DRP_OWNER_PARAM, me))
 
         if desired is None:
             return self._orphan(uuid, owner)
@@ -199,6 +219,7 @@ class Reconciler:
             if not claim.ok:
                 return self._forward(uuid, claim.owner, desired, hops)
             fresh = True
+            self._tell_drp(uuid, drpcalls.set_param(uuid, DRP_OWNER_PARAM, me))
         return self._converge_present(uuid, desired, fresh)
 
     def _forward(self, uuid: str, owner: str, desired: DesiredState | None, hops: int) -> Outcome:
@@ -260,15 +281,17 @@ class Reconciler:
                 log.error("context %s: generation %d cannot run: %s", uuid, desired.generation, exc)
             else:
                 log.warning("context %s: engine failed, the sweep retries: %s", uuid, exc)
-            self.store.set_status(
+            previous = self.store.set_status(
                 uuid,
                 owner=me,
                 state=RunState.ERROR.value,
                 last_error=str(exc),
                 error_generation=desired.generation,
             )
+            if previous != str(exc):
+                self._tell_drp(uuid, drpcalls.set_param(uuid, DRP_ERROR_PARAM, str(exc)))
             return Outcome.ERROR
-        self.store.set_status(
+        previous = self.store.set_status(
             uuid,
             owner=me,
             state=RunState.RUNNING.value,
@@ -278,6 +301,8 @@ class Reconciler:
             error_generation=None,
             orphan_since=None,
         )
+        if previous:
+            self._tell_drp(uuid, drpcalls.delete_param(uuid, DRP_ERROR_PARAM))
         log.info("context %s: %s (generation %d)", uuid, result.action.value, desired.generation)
         return Outcome.CONVERGED
 

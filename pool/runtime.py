@@ -11,7 +11,8 @@ import logging
 import threading
 from typing import TYPE_CHECKING
 
-from pool.celery_app import RECONCILE_TASK
+from pool.celery_app import DRP_TASK, RECONCILE_TASK
+from pool.drpcalls import DrpCall
 from pool.engine import DockerEngine
 from pool.errors import ConfigError
 from pool.limiter import RedisLimiter
@@ -82,8 +83,14 @@ class Runtime:
         store, engine = self.store, self.engine
         with self._lock:
             if self._reconciler is None:
+                settings = self.app.ctxpool_settings
                 self._reconciler = Reconciler(
-                    store, engine, self.app.ctxpool_settings, self.identity, self.publish
+                    store,
+                    engine,
+                    settings,
+                    self.identity,
+                    self.publish,
+                    self.report_to_drp if settings.drp_url else None,
                 )
             return self._reconciler
 
@@ -108,6 +115,10 @@ class Runtime:
         from pool.contexts import ContextAPI
 
         return ContextAPI(self.store, self.publish)
+
+    def report_to_drp(self, call: DrpCall) -> None:
+        """Queue a DRP API call through ``tasks.integrations.drp`` (bound by ``drp-api``)."""
+        self.app.tasks[DRP_TASK].apply_async(kwargs={"call": call.model_dump(mode="json")})
 
     def publish(self, nudge: Nudge, queue: str) -> None:
         """Send a reconcile nudge to ``queue`` (declared on first use, so it waits there)."""

@@ -191,16 +191,23 @@ class StateStore:
     # ---- observed state ------------------------------------------------------------------
 
     @_converting
-    def set_status(self, uuid: str, **fields: Any) -> None:
-        """Record observed state (``state``, ``applied_generation``, ``last_error`` ...)."""
+    def set_status(self, uuid: str, **fields: Any) -> str | None:
+        """Record observed state (``state``, ``applied_generation``, ``last_error`` ...).
+
+        Returns:
+            The ``last_error`` recorded before this write (``None`` when there was none), so
+            that a caller can tell a new or cleared error from a repeated one.
+        """
         mapping: dict[str | bytes, str] = {
             k: ("" if v is None else str(v)) for k, v in fields.items()
         }
         mapping["updated_at"] = repr(time.time())
         with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hget(self.keys.status(uuid), "last_error")
             pipe.hset(self.keys.status(uuid), mapping=mapping)
             pipe.persist(self.keys.status(uuid))
-            pipe.execute()
+            previous = pipe.execute()[0]
+        return previous or None
 
     @_converting
     def status(self, uuid: str) -> ContextStatus:

@@ -128,6 +128,19 @@ def queue_depth(queue: str) -> int:
             return 0  # not declared yet: nothing waits
 
 
+def purge_queues(names: list[str]) -> None:
+    """Empty queues on the test broker (RabbitMQ keeps them across tests; Redis is flushed)."""
+    from kombu import Connection
+
+    with Connection(test_broker_url()) as conn:
+        for name in names:
+            try:
+                conn.default_channel.queue_purge(name)
+            except conn.channel_errors:
+                conn.close()  # not declared: nothing to purge (AMQP closed the channel)
+                conn.connect()
+
+
 class Worker:
     """A real ``celery -A pool worker`` subprocess serving as one ctxpool node."""
 
@@ -262,6 +275,7 @@ class RecordingServer:
         self.throttle_first = throttle_first
         self.retry_after_s = retry_after_s
         self.arrivals: list[tuple[float, str, int]] = []  # (monotonic time, path, status)
+        self.requests: list[tuple[str, str, str, str]] = []  # (method, path, body, auth)
         self.in_flight = 0
         self.max_in_flight = 0
         self._seen: dict[str, int] = {}
@@ -273,20 +287,23 @@ class RecordingServer:
 
             def _handle(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                if length:
-                    self.rfile.read(length)
+                body = self.rfile.read(length).decode() if length else ""
+                with server._lock:
+                    server.requests.append(
+                        (self.command, self.path, body, self.headers.get("Authorization", ""))
+                    )
                 status, headers = server._arrive(self.path)
                 try:
                     if status == 200 and server.delay_s:
                         time.sleep(server.delay_s)
-                    body = b'{"ok": true}'
+                    reply = b'{"ok": true}'
                     self.send_response(status)
                     for name, value in headers.items():
                         self.send_header(name, value)
                     self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
+                    self.send_header("Content-Length", str(len(reply)))
                     self.end_headers()
-                    self.wfile.write(body)
+                    self.wfile.write(reply)
                 except OSError:
                     self.close_connection = True  # the caller died (a killed worker)
                 finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
@@ -44,16 +44,22 @@ def limits_env(pool_env: dict[str, str]) -> dict[str, str]:
     }
 
 
+TEST_QUEUES = ["limit-http", "limit-slow", "limit-crawl", "limit-fast", "tag-default"]
+
+
 @pytest.fixture
 def lim_app(
     producer_app: CtxpoolCelery, limits_env: dict[str, str], pool_env: dict[str, str]
-) -> CtxpoolCelery:
+) -> Iterator[CtxpoolCelery]:
     from pool.celery_app import create_app
     from tests.conftest import _settings_from
 
+    support.purge_queues(TEST_QUEUES)
     app = create_app()
     app.use_settings(_settings_from({**pool_env, **limits_env}))
-    return app
+    yield app
+    app.close()
+    support.purge_queues(TEST_QUEUES)
 
 
 def test_global_rate_holds_across_nodes_and_processes(
@@ -251,3 +257,37 @@ def test_limits_cli_shows_backlog(
     assert crawl["queued"] == 3
     assert crawl["buckets"][0]["tokens"] == 0.0
     assert crawl["buckets"][0]["blocked_s"] > 50
+
+
+def test_node_writes_owner_and_errors_back_to_drp(
+    start_worker: StartWorker,
+    api: object,
+    ctx_name: str,
+    test_image: str,
+) -> None:
+    """A claim sets docker-context/owner; an error sets docker-context/error; a fix clears it."""
+    from pool.contexts import ContextAPI
+    from pool.models import ContextSpec
+
+    assert isinstance(api, ContextAPI)
+    owner_path = "/api/v3/machines/m1/params/docker-context%2Fowner"
+    error_path = "/api/v3/machines/m1/params/docker-context%2Ferror"
+    with RecordingServer() as drp:
+        start_worker("wb", ["tag-ci"], CTXPOOL_DRP_URL=drp.url, CTXPOOL_DRP_TOKEN="drp-secret")
+
+        def calls(method: str, path: str) -> list[tuple[str, str, str, str]]:
+            return [r for r in list(drp.requests) if r[0] == method and r[1] == path]
+
+        bad = ContextSpec(
+            uuid="m1", context=ctx_name, image="ctxpool-test/absent:1", tag="ci", token="t"
+        )
+        api.apply(bad)
+        wait_for(lambda: calls("POST", error_path), 30, 0.1, what="error param")
+        assert calls("POST", owner_path)[0][2] == '"wb"'
+        assert calls("POST", owner_path)[0][3] == "Bearer drp-secret"
+        assert "absent" in calls("POST", error_path)[0][2]
+        api.apply(bad.model_copy(update={"image": test_image}))
+        wait_for(lambda: calls("DELETE", error_path), 30, 0.1, what="error cleared")
+        time.sleep(1)
+        assert len(calls("POST", owner_path)) == 1  # written once, not on every reconcile
+        assert len(calls("POST", error_path)) == 1
