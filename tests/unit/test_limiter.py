@@ -72,7 +72,7 @@ def test_denials_do_not_consume(backend: Backend) -> None:
 
 
 def test_concurrency_slots_and_no_token_waste(backend: Backend) -> None:
-    spec = LimitSpec.parse("1000/s burst 10 concurrency 2")
+    spec = LimitSpec.parse("10/s burst 10 concurrency 2")  # slow refill: a stable reading
     lim = backend.limiter
     assert lim.acquire("c", "*", spec, "a").granted
     assert lim.acquire("c", "*", spec, "b").granted
