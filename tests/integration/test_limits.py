@@ -70,6 +70,7 @@ def test_global_rate_holds_across_nodes_and_processes(
     with RecordingServer() as srv:
         start_worker("la", ["tag-x"], pool="prefork", concurrency=2, **limits_env)
         start_worker("lb", ["tag-x"], pool="prefork", concurrency=1, **limits_env)
+        started = time.monotonic()
         _submit(lim_app, srv.url, n)
         wait_for(lambda: len(srv.served()) >= n, 90, 0.2, what="600 calls served")
         time.sleep(0.5)
@@ -80,8 +81,13 @@ def test_global_rate_holds_across_nodes_and_processes(
     assert max(paths.values()) == 1, "a call arrived twice"
     assert max(window_counts(times, 1.0)) <= rate + burst
     assert max(window_counts(times, 10.0)) <= 10 * rate * 1.02
-    ideal_s = (n - 1) / rate
-    assert max(times) - min(times) <= ideal_s * 1.10
+    ideal_s = n / rate
+    print(
+        f"600 calls: first->last {max(times) - min(times):.2f}s, submit->last "
+        f"{max(times) - started:.2f}s (ideal {ideal_s:.0f}s); busiest 1s "
+        f"{max(window_counts(times, 1.0))}, busiest 10s {max(window_counts(times, 10.0))}"
+    )
+    assert max(times) - started <= ideal_s * 1.10
     counters = _limiter_counters(lim_app)
     assert counters["granted"] == n
 
