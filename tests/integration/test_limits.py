@@ -89,7 +89,8 @@ def test_global_rate_holds_across_nodes_and_processes(
     )
     assert max(times) - started <= ideal_s * 1.10
     counters = _limiter_counters(lim_app)
-    assert counters["granted"] == n
+    # a call admitted but started late goes back for a new token: granted twice, run once
+    assert counters["granted"] - counters["stale"] == n
 
 
 def _limiter_counters(app: CtxpoolCelery) -> dict[str, int]:

@@ -1,0 +1,172 @@
+"""DRP objects -> desired context state. Pure functions: no I/O, no clocks.
+
+A machine wants a container when its ``Context`` is non-empty and that context's ``Engine`` is
+the engine this pool serves. Its tag comes from ``docker-context/tag`` (or
+``context-broker/tag``), its owner hint from ``docker-context/owner`` (``docker-context``, the
+default, means "not placed yet"). Params of the wrong type are a :class:`BadObject`: the bridge
+logs and counts it and leaves the context as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from broker_bridge.models import Context, Machine
+from pool.errors import CtxpoolError
+from pool.models import ContextSpec
+from pool.queues import DEFAULT_TAG
+from pool.settings import validate_name
+
+OWNER_PARAMS = ("docker-context/owner", "context-broker/owner")
+TAG_PARAMS = ("docker-context/tag", "context-broker/tag")
+RESOURCE_BROKER_PARAM = "resource/broker"
+COUNT_PARAMS = ("cluster/count", "context-broker/count")
+MEMBERS_PARAMS = ("cluster/machines", "context-broker/machines")
+#: The owner value DRP's docker-context plugin uses for "not placed on a node yet".
+UNPLACED = "docker-context"
+DEFAULT_ENGINE = "docker-context"
+DEFAULT_BROKER = "context-broker"
+
+
+class BadObject(CtxpoolError):  # noqa: N818 - names the thing that is bad
+    """A DRP object the bridge cannot use as it is (wrong param type, invalid name)."""
+
+    def __init__(self, key: str, reason: str) -> None:
+        super().__init__(f"{key}: {reason}")
+        self.key = key
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Wanted:
+    """A machine's desired container, before the token and endpoints are added."""
+
+    uuid: str
+    context: str
+    image: str
+    tag: str
+    owner: str | None  # the node DRP names, None when unplaced
+
+    def spec(self, token: str, endpoints: Sequence[str]) -> ContextSpec:
+        """The :class:`ContextSpec` the pool converges on.
+
+        Raises:
+            BadObject: the names do not make a valid spec.
+        """
+        try:
+            return ContextSpec(
+                uuid=self.uuid,
+                context=self.context,
+                image=self.image,
+                tag=self.tag,
+                token=token,
+                endpoints=list(endpoints),
+            )
+        except ValueError as exc:
+            raise BadObject(self.uuid, f"not a valid context spec: {exc}") from exc
+
+
+def param(obj: Machine, names: Sequence[str]) -> Any:
+    """The first of ``names`` set on ``obj`` (``None`` when none is)."""
+    for name in names:
+        if name in obj.params:
+            return obj.params[name]
+    return None
+
+
+def str_param(obj: Machine, names: Sequence[str]) -> str | None:
+    """A string param, ``None`` when unset or empty.
+
+    Raises:
+        BadObject: the param is set but not a string.
+    """
+    value = param(obj, names)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise BadObject(obj.uuid, f"param {names[0]} must be a string, got {type(value).__name__}")
+    return value
+
+
+def tag_of(obj: Machine, default: str = DEFAULT_TAG) -> str:
+    """Which node set hosts ``obj``'s context.
+
+    Raises:
+        BadObject: the tag param is not a string or not a valid tag name.
+    """
+    tag = str_param(obj, TAG_PARAMS) or default
+    try:
+        return validate_name(tag, "tag")
+    except ValueError as exc:
+        raise BadObject(obj.uuid, str(exc)) from exc
+
+
+def owner_of(obj: Machine) -> str | None:
+    """The node DRP says runs ``obj``'s context, or ``None`` when unplaced."""
+    owner = str_param(obj, OWNER_PARAMS)
+    return None if owner in (None, UNPLACED) else owner
+
+
+def count_of(obj: Machine) -> int | None:
+    """``cluster/count`` of a cluster or broker (``None`` when unset).
+
+    Raises:
+        BadObject: not a non-negative integer (numeric strings are accepted).
+    """
+    value = param(obj, COUNT_PARAMS)
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise BadObject(obj.uuid, "param cluster/count must be an integer, got bool")
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or value < 0:
+        raise BadObject(obj.uuid, f"param cluster/count must be an integer >= 0, got {value!r}")
+    return value
+
+
+def wanted(
+    machine: Machine,
+    contexts: Mapping[str, Context],
+    engine: str = DEFAULT_ENGINE,
+    default_tag: str = DEFAULT_TAG,
+) -> Wanted | None:
+    """The container ``machine`` wants, or ``None`` when it wants none from this pool.
+
+    ``None`` covers: no ``Context``; a context that another engine runs; a context DRP does not
+    know (yet). A context without an image is a :class:`BadObject`.
+
+    Raises:
+        BadObject: wrong param types, invalid tag, context without an image.
+    """
+    if not machine.context:
+        return None
+    ctx = contexts.get(machine.context)
+    if ctx is None or ctx.engine != engine:
+        return None
+    if not ctx.image:
+        raise BadObject(machine.uuid, f"context {ctx.name} has no Image")
+    return Wanted(
+        uuid=machine.uuid,
+        context=machine.context,
+        image=ctx.image,
+        tag=tag_of(machine, default_tag),
+        owner=owner_of(machine),
+    )
+
+
+#: Params whose change can change a machine's context (everything else is dropped early).
+RELEVANT_PARAMS = frozenset(OWNER_PARAMS + TAG_PARAMS)
+
+
+def relevant_change(before: Machine | None, after: Machine) -> bool:
+    """Whether an update can change the machine's desired context (cheap early filter)."""
+    if before is None:
+        return True
+    if (before.context, before.uuid) != (after.context, after.uuid):
+        return True
+    return any(before.params.get(p) != after.params.get(p) for p in RELEVANT_PARAMS)
