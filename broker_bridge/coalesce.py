@@ -61,6 +61,11 @@ class Coalescer(Generic[T]):
         self.released += len(out)
         return out
 
+    def drain_key(self, key: str) -> T | None:
+        """Forget ``key``'s pending item (a fresher source superseded it); returns it."""
+        pending = self._pending.pop(key, None)
+        return None if pending is None else pending.item
+
     def drain(self) -> list[tuple[str, T]]:
         """Everything pending, now (shutdown, or a resync that supersedes it)."""
         out = [(key, p.item) for key, p in self._pending.items()]

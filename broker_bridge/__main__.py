@@ -1,0 +1,3 @@
+from broker_bridge.main import main
+
+raise SystemExit(main())

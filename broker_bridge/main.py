@@ -1,0 +1,62 @@
+"""``ctxpool bridge`` / ``python -m broker_bridge``: run the bridge until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from broker_bridge.bridge import Bridge, BridgeConfig
+from broker_bridge.client import DrpClient, DrpConfig
+from broker_bridge.sink import PoolSink
+from pool.celery_app import create_app
+from pool.runtime import runtime
+from pool.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def bridge_config(settings: Settings) -> BridgeConfig:
+    endpoints = tuple(settings.drp_endpoints) or ((settings.drp_url,) if settings.drp_url else ())
+    return BridgeConfig(
+        engine=settings.engine,
+        endpoints=endpoints,
+        coalesce_s=settings.coalesce_ms / 1000.0,
+        resync_s=settings.resync_s,
+        machine_token_ttl_s=settings.machine_token_ttl_s,
+    )
+
+
+async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """Run one bridge for ``settings`` until ``stop`` is set (or a signal arrives).
+
+    Raises:
+        DrpError: the DRP URL or credentials are not configured.
+    """
+    config = DrpConfig.from_settings(settings)
+    app = create_app()
+    app.use_settings(settings)
+    rt = runtime(app)
+    client = DrpClient(config)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread
+            break
+    bridge = Bridge(client, PoolSink(rt.store, rt.api), bridge_config(settings))
+    log.info("bridge for DRP %s (engine %s) starting", config.url, settings.engine)
+    try:
+        await bridge.run(stop)
+    finally:
+        await client.close()
+        app.close()
+
+
+def main() -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    asyncio.run(serve(Settings()))
+    return 0

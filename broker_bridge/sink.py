@@ -1,0 +1,43 @@
+"""The bridge's :class:`~broker_bridge.bridge.Sink` on the pool's state store and API."""
+
+from __future__ import annotations
+
+import logging
+
+from broker_bridge.bridge import spec_fingerprint
+from pool.contexts import ContextAPI
+from pool.models import ContextSpec, Desired
+from pool.store import StateStore
+
+log = logging.getLogger(__name__)
+
+
+class PoolSink:
+    """Writes desired state through :class:`pool.contexts.ContextAPI` (thread-safe)."""
+
+    def __init__(self, store: StateStore, api: ContextAPI) -> None:
+        self.store = store
+        self.api = api
+
+    def current(self, uuid: str) -> tuple[bool, str | None] | None:
+        desired = self.store.get_desired(uuid)
+        if desired is None:
+            return None
+        spec = desired.spec
+        return desired.desired is Desired.PRESENT, spec_fingerprint(spec) if spec else None
+
+    def known_present(self) -> set[str]:
+        uuids = list(self.store.iter_context_ids())
+        return {s.uuid for s in self.store.statuses(uuids) if s.desired is Desired.PRESENT}
+
+    def apply(self, spec: ContextSpec, owner_hint: str | None) -> None:
+        """Write ``spec``; when the store knows no owner but DRP names a live node (state
+        rebuilt after Redis lost it), that node keeps it: no second container elsewhere."""
+        if owner_hint and self.store.owner(spec.uuid) is None and self.store.is_alive(owner_hint):
+            claim = self.store.claim(spec.uuid, owner_hint, None, 0)
+            if claim.ok:
+                log.info("context %s: owner %s restored from DRP", spec.uuid, owner_hint)
+        self.api.apply(spec)
+
+    def remove(self, uuid: str) -> None:
+        self.api.remove(uuid)
