@@ -1,0 +1,170 @@
+"""The bridge end to end: DRP simulator + bridge + real worker nodes + the real Docker engine."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import docker
+import pytest
+import redis
+
+from broker_bridge.drpsim import DrpSim
+from broker_bridge.main import serve
+from pool.settings import Settings
+from pool.store import StateStore
+from tests import support
+from tests.conftest import _settings_from
+from tests.support import Worker, wait_for
+
+pytestmark = pytest.mark.integration
+
+OWNER = "docker-context/owner"
+TAG = "docker-context/tag"
+
+
+@pytest.fixture
+def sim() -> Iterator[DrpSim]:
+    with DrpSim() as s:
+        yield s
+
+
+@pytest.fixture
+def drp_env(sim: DrpSim) -> dict[str, str]:
+    return {"CTXPOOL_DRP_URL": sim.url, "CTXPOOL_DRP_TOKEN": sim.token}
+
+
+@pytest.fixture
+def run_bridge(pool_env: dict[str, str], drp_env: dict[str, str]) -> Iterator[Callable[..., None]]:
+    """Start the bridge (``broker_bridge.main.serve``) in a thread; stopped after the test."""
+    running: list[tuple[threading.Thread, asyncio.AbstractEventLoop, asyncio.Event]] = []
+
+    def start(**overrides: Any) -> None:
+        settings = _settings_from({**pool_env, **drp_env})
+        settings = Settings(**{**settings.model_dump(), **overrides})
+        loop = asyncio.new_event_loop()
+        stop = asyncio.Event()
+
+        def run() -> None:
+            loop.run_until_complete(serve(settings, stop))
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        running.append((thread, loop, stop))
+
+    yield start
+    for thread, loop, stop in running:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(20)
+
+
+def _containers(client: docker.DockerClient, ctx: str) -> dict[str, dict[str, Any]]:
+    return {
+        attrs["Config"]["Labels"]["ctxpool.uuid"]: attrs
+        for attrs in support.container_state(client, f"drp-{ctx}-").values()
+        if attrs["State"]["Running"]
+    }
+
+
+def _env(attrs: dict[str, Any]) -> dict[str, str]:
+    return dict(e.split("=", 1) for e in attrs["Config"]["Env"])
+
+
+def test_machines_become_containers_on_their_tag_nodes(
+    sim: DrpSim,
+    drp_env: dict[str, str],
+    run_bridge: Callable[..., None],
+    start_worker: Callable[..., Worker],
+    docker_engine: docker.DockerClient,
+    ctx_name: str,
+    test_image: str,
+) -> None:
+    start_worker("b-ci", ["tag-ci"], **drp_env)
+    start_worker("b-audit", ["tag-audit"], **drp_env)
+    sim.put_context(ctx_name, engine="docker-context", image=test_image)
+    sim.put_context("elsewhere", engine="other-engine", image=test_image)
+    run_bridge(resync_s=60)
+    machines = [
+        sim.create_machine(f"m{i}", ctx_name, {TAG: "ci" if i % 2 else "audit"}) for i in range(20)
+    ]
+    sim.create_machine("not-ours", "elsewhere", {TAG: "ci"})
+    sim.create_machine("no-context", "", {TAG: "ci"})
+    wait_for(lambda: len(_containers(docker_engine, ctx_name)) == 20, 90, 0.5, what="20 up")
+    running = _containers(docker_engine, ctx_name)
+    for m in machines:
+        attrs = running[m["Uuid"]]
+        tag = m["Params"][TAG]
+        assert attrs["Config"]["Labels"]["ctxpool.owner"] == f"b-{tag}"
+        env = _env(attrs)
+        assert env["RS_UUID"] == m["Uuid"]
+        assert env["RS_CONTEXT"] == ctx_name
+        assert env["RS_TOKEN"].startswith(f"mt-{m['Uuid'][:8]}")
+        assert env["RS_ENDPOINTS"] == sim.url
+        assert env["RS_ENDPOINT"] == sim.url
+    wait_for(
+        lambda: all(
+            (sim.get(m["Uuid"]) or {}).get("Params", {}).get(OWNER) == f"b-{m['Params'][TAG]}"
+            for m in machines
+        ),
+        30,
+        0.2,
+        what="owners written back to DRP",
+    )
+    for m in machines:
+        sim.delete_machine(m["Uuid"])
+    wait_for(lambda: not support.container_state(docker_engine, f"drp-{ctx_name}-"), 60, 0.5)
+
+
+def test_drops_and_a_store_flush_converge_without_duplicates(
+    drp_env: dict[str, str],
+    sim: DrpSim,
+    run_bridge: Callable[..., None],
+    start_worker: Callable[..., Worker],
+    docker_engine: docker.DockerClient,
+    ctx_name: str,
+    test_image: str,
+    redis_conn: redis.Redis,
+    store: StateStore,
+) -> None:
+    """30% of events dropped: one resync period later all is right. Then Redis loses
+    everything (FLUSHDB of the state store's database): the bridge and nodes rebuild it, and
+    no container is created twice."""
+    start_worker("d-1", ["tag-ci"], **drp_env)
+    start_worker("d-2", ["tag-ci"], **drp_env)
+    sim.drop_share = 0.3
+    sim.put_context(ctx_name, engine="docker-context", image=test_image)
+    resync_s = 6.0
+    run_bridge(resync_s=resync_s)
+    machines = [sim.create_machine(f"m{i}", ctx_name, {TAG: "ci"}) for i in range(12)]
+    for m in machines[:4]:
+        sim.delete_machine(m["Uuid"])
+    sim.update_machine(machines[4]["Uuid"], Context="")
+    want = {m["Uuid"] for m in machines[5:]}
+    wait_for(
+        lambda: set(_containers(docker_engine, ctx_name)) == want,
+        resync_s + 30,
+        0.5,
+        what="convergence despite dropped events",
+    )
+    assert sim.events_dropped > 0
+    wait_for(lambda: all(sim.get(u)["Params"].get(OWNER) for u in want), 30, 0.2, what="owners")
+    before = {u: a["Id"] for u, a in _containers(docker_engine, ctx_name).items()}
+
+    redis_conn.flushdb()  # the state store's database: desired state, owners, leases, all
+    wait_for(
+        lambda: all(store.get_desired(u) is not None for u in want),
+        resync_s + 30,
+        0.5,
+        what="desired state rebuilt by the resync",
+    )
+    wait_for(
+        lambda: {s.uuid for s in store.statuses(list(want)) if s.state.value == "running"} == want,
+        60,
+        0.5,
+        what="every context running again",
+    )
+    after = {u: a["Id"] for u, a in _containers(docker_engine, ctx_name).items()}
+    assert after == before  # same containers: none recreated, none duplicated
+    assert len(support.container_state(docker_engine, f"drp-{ctx_name}-")) == len(want)
