@@ -174,8 +174,8 @@ class Bridge:
                 return
             self.contexts[ctx.name] = ctx
         for machine in self.machines.values():  # re-evaluate its users
-            if machine.context == key:
-                self.pending.offer(machine.uuid, machine)
+            if machine.context == key:  # (a pending event for one is newer than the cache)
+                self.pending.offer_if_idle(machine.uuid, machine)
 
     # ---- writes -----------------------------------------------------------------------------
 

@@ -49,6 +49,11 @@ class Coalescer(Generic[T]):
         self._pending[key] = _Pending(item, due)
         heapq.heappush(self._heap, (due, key))
 
+    def offer_if_idle(self, key: str, item: T) -> None:
+        """Offer ``item`` unless ``key`` already has a newer one pending."""
+        if key not in self._pending:
+            self.offer(key, item)
+
     def due(self, now: float | None = None) -> list[tuple[str, T]]:
         """Every key whose window has closed, with its latest item (oldest window first)."""
         now = self.clock() if now is None else now

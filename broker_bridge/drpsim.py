@@ -396,7 +396,6 @@ class DrpSim:
                 {"Model": "", "Type": "API_ERROR", "Code": 401, "Messages": ["Unauthorized"]},
                 status=401,
             )
-        request["principal"] = principal
         try:
             response: web.StreamResponse = await handler(request)
         except PatchError as exc:
@@ -407,7 +406,8 @@ class DrpSim:
 
     async def _user_token(self, request: web.Request) -> web.Response:
         user = request.match_info["user"]
-        if request["principal"] != user and request["principal"] != "token":
+        principal = self._authorized(request)
+        if principal not in (user, "token"):
             return _error(403, "forbidden")
         return web.json_response({"Token": self.token, "Info": {"User": user}})
 
