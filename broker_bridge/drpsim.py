@@ -36,6 +36,52 @@ log = logging.getLogger(__name__)
 MACHINE_KINDS = ("machines", "clusters", "resource_brokers")
 DEFAULT_TOKEN = "sim-token"  # noqa: S105 - a test credential of the simulator
 DEFAULT_USERS = {"rocketskates": "r0cketsk8ts"}
+#: Param definitions the simulator knows (DRP answers 404 for undefined params).
+PARAM_SCHEMAS: dict[str, dict[str, Any]] = {
+    "docker-context/owner": {"type": "string"},
+    "docker-context/tag": {"type": "string"},
+    "docker-context/tags": {"type": "array", "items": {"type": "string"}},
+    "docker-context/error": {"type": "string"},
+    "docker-context/member-name": {"type": "string"},
+    "context-broker/owner": {"type": "string"},
+    "context-broker/tag": {"type": "string"},
+    "resource/broker": {"type": "string"},
+    "cluster/count": {"type": "integer"},
+    "cluster/machines": {"type": "array", "items": {"type": "string"}},
+    "ctxpool/cluster": {"type": "string"},
+}
+
+
+def server_info(port: int) -> dict[str, Any]:
+    """DRP's ``Info`` object (it comes with every token), with the keys ``drppy-client`` needs."""
+    return {
+        "address": "127.0.0.1",
+        "api_port": port,
+        "arch": "amd64",
+        "os": "linux",
+        "version": "v4.14.0-sim",
+        "id": "drpsim",
+        "local_id": "drpsim",
+        "uuid": "00000000-0000-4000-8000-00000000d59f",
+        "manager": False,
+        "ha_consensus_id": "",
+        "ha_id": "",
+        "ha_is_active": True,
+        "ha_status": "Up",
+        "file_port": 0,
+        "secure_file_port": 0,
+        "tftp_port": 0,
+        "binl_port": 0,
+        "dhcp_port": 0,
+        "dns_port": 0,
+        "prov_enabled": False,
+        "secure_prov_enabled": False,
+        "tftp_enabled": False,
+        "binl_enabled": False,
+        "dhcp_enabled": False,
+        "dns_enabled": False,
+        "features": ["sim"],
+    }
 
 
 class PatchError(Exception):
@@ -167,6 +213,7 @@ class DrpSim:
         r = app.router
         r.add_get("/api/v3/ws", self._ws)
         r.add_get("/api/v3/users/{user}/token", self._user_token)
+        r.add_get("/api/v3/params/{name:.+}", self._param_def)
         r.add_get("/api/v3/contexts", self._list_contexts)
         r.add_get("/api/v3/contexts/{name}", self._get_context)
         r.add_post("/api/v3/contexts", self._put_context_h)
@@ -409,7 +456,15 @@ class DrpSim:
         principal = self._authorized(request)
         if principal not in (user, "token"):
             return _error(403, "forbidden")
-        return web.json_response({"Token": self.token, "Info": {"User": user}})
+        return web.json_response({"Token": self.token, "Info": server_info(self.port)})
+
+    async def _param_def(self, request: web.Request) -> web.Response:
+        name = unquote(request.match_info["name"])
+        schema = PARAM_SCHEMAS.get(name)
+        if schema is None:
+            return _error(404, f"param {name} not found")
+        body = {"Name": name, "Description": "", "Documentation": "", "Schema": schema}
+        return web.json_response({**body, "Secure": False, "ReadOnly": True, "Available": True})
 
     async def _list_contexts(self, request: web.Request) -> web.Response:
         return web.json_response(list(self.contexts.values()))
@@ -509,11 +564,10 @@ class DrpSim:
     def _machine_token(self, kind: str) -> Any:
         async def handler(request: web.Request) -> web.Response:
             obj = self._find(kind, request)
-            ttl = request.query.get("ttl", "3600")
             return web.json_response(
                 {
                     "Token": f"mt-{obj['Uuid'][:8]}-{secrets.token_hex(8)}",
-                    "Info": {"Machine": obj["Uuid"], "TTL": ttl},
+                    "Info": server_info(self.port),
                 }
             )
 

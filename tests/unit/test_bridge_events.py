@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import logging
 import json
+import logging
 import random
 from collections.abc import AsyncIterator
 from typing import Any
