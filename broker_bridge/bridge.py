@@ -28,11 +28,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from broker_bridge.client import DrpAuthError, DrpClient, DrpError
+from broker_bridge.clusters import reconcile_cluster
 from broker_bridge.coalesce import Coalescer
 from broker_bridge.models import Context, Machine
 from broker_bridge.translate import (
+    MEMBER_PARAM,
     OWNER_PARAMS,
     RELEVANT_PARAMS,
+    SLIM_PARAMS,
     BadObject,
     Wanted,
     wanted,
@@ -47,7 +50,7 @@ ACTIONS = frozenset({"create", "save", "update", "delete", "destroy"})
 DELETES = frozenset({"delete", "destroy"})
 #: Events bigger than this are skipped (a resync picks the object up from REST).
 MAX_EVENT_BYTES = 4 * 1024 * 1024
-SLIM_QUERY = "slim=Meta&params=" + ",".join(sorted(RELEVANT_PARAMS))
+SLIM_QUERY = "slim=Meta&params=" + ",".join(sorted(SLIM_PARAMS))
 
 
 class Sink(Protocol):
@@ -85,6 +88,7 @@ class BridgeConfig:
     machine_token_ttl_s: int = 365 * 86400
     page_size: int = 500
     writers: int = 8
+    broker_name: str = "context-broker"
 
 
 class Bridge:
@@ -98,6 +102,8 @@ class Bridge:
         self.machines: dict[str, Machine] = {}
         self.written: dict[str, str | None] = {}  # uuid -> fingerprint written (None: absent)
         self.pending: Coalescer[Machine | None] = Coalescer(config.coalesce_s)
+        self.cluster_pending: Coalescer[tuple[str, Machine | None]] = Coalescer(config.coalesce_s)
+        self.clusters: dict[str, str] = {}  # cluster uuid -> kind (clusters | resource_brokers)
         self.stats: Counter[str] = Counter()
         self._logged_bad: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
@@ -143,12 +149,29 @@ class Bridge:
         elif kind == "contexts":
             self._context_event(action, key, event.get("Object"))
         elif kind in CLUSTER_TYPES:
-            self.stats["cluster_events"] += 1
+            self._cluster_event(kind, action, key, event.get("Object"))
         else:
             self.stats["unrelated"] += 1
 
+    def _cluster_event(self, kind: str, action: str, key: str, obj: Any) -> None:
+        self.stats["cluster_events"] += 1
+        if action in DELETES:
+            self.cluster_pending.offer(key, (kind, None))
+            return
+        try:
+            cluster = Machine.model_validate(obj)
+        except ValueError as exc:
+            self._bad(key, f"{kind}: {exc.__class__.__name__}")
+            return
+        self.clusters[cluster.uuid] = kind
+        self.cluster_pending.offer(cluster.uuid, (kind, cluster))
+
     def _machine_event(self, action: str, key: str, obj: Any, original: Any) -> None:
         if action in DELETES:
+            cached = self.machines.get(key)
+            owner = cached.params.get(MEMBER_PARAM) if cached else None
+            if isinstance(owner, str) and owner in self.clusters:
+                self._recheck_cluster(owner)  # a member went away: top the cluster up
             self.pending.offer(key, None)
             return
         if not isinstance(obj, dict):
@@ -179,12 +202,46 @@ class Bridge:
 
     # ---- writes -----------------------------------------------------------------------------
 
+    def _recheck_cluster(self, uuid: str) -> None:
+        """Re-read a cluster from DRP and reconcile it (after one of its members changed)."""
+        self._spawn(self._refetch_cluster(uuid))
+
+    async def _refetch_cluster(self, uuid: str) -> None:
+        kind = self.clusters.get(uuid, "clusters")
+        try:
+            raw = await self.client.request("GET", f"/api/v3/{kind}/{uuid}")
+            cluster = Machine.model_validate(raw)
+        except DrpError as exc:
+            log.warning("cluster %s: not re-read (%s); the next resync retries", uuid, exc)
+            return
+        except ValueError as exc:
+            self._bad(uuid, f"cluster: {exc.__class__.__name__}")
+            return
+        self.cluster_pending.offer(uuid, (kind, cluster))
+
     async def flush(self) -> int:
-        """Converge every machine whose coalescing window has closed; returns how many."""
+        """Converge every machine (and cluster) whose coalescing window has closed."""
         due = self.pending.due()
         for uuid, machine in due:
             self._spawn(self.converge(uuid, machine))
-        return len(due)
+        clusters = self.cluster_pending.due()
+        for uuid, (kind, cluster) in clusters:
+            self._spawn(self.converge_cluster(kind, uuid, cluster))
+        return len(due) + len(clusters)
+
+    async def converge_cluster(self, kind: str, uuid: str, cluster: Machine | None) -> None:
+        """Give one cluster its count of member machines in DRP (serialised per cluster)."""
+        lock = self._locks.setdefault(f"cluster:{uuid}", asyncio.Lock())
+        try:
+            async with lock:
+                await reconcile_cluster(self.client, kind, cluster, uuid, self.config.broker_name)
+            if cluster is None:
+                self.clusters.pop(uuid, None)
+        except BadObject as exc:
+            self._bad(uuid, exc.reason)
+        except DrpError as exc:
+            self.stats["errors"] += 1
+            log.warning("cluster %s: DRP call failed, the next resync retries: %s", uuid, exc)
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -254,6 +311,7 @@ class Bridge:
         self.stats["resyncs"] += 1
         self.contexts = await self.client.contexts()
         seen: set[str] = set()
+        seen_members: dict[str, list[str]] = {}
         report: Counter[str] = Counter()
         async for page in self.client.list_pages("machines", SLIM_QUERY, self.config.page_size):
             for raw in page:
@@ -262,12 +320,16 @@ class Bridge:
                     self._bad(str(raw.get("Uuid") if isinstance(raw, dict) else "?"), "resync")
                     continue
                 seen.add(machine.uuid)
+                member_of = machine.params.get(MEMBER_PARAM)
+                if isinstance(member_of, str):
+                    seen_members.setdefault(member_of, []).append(machine.uuid)
                 self.pending.drain_key(machine.uuid)
                 self.written.pop(machine.uuid, None)  # compare with the store, not the cache
                 self._spawn(self.converge(machine.uuid, machine))
                 report["listed"] += 1
             await asyncio.sleep(0)  # let events in between pages
         await self.idle()
+        await self._resync_clusters(seen_members)
         present = await asyncio.to_thread(self.sink.known_present)
         for uuid in present - seen:
             self.machines.pop(uuid, None)
@@ -281,6 +343,25 @@ class Bridge:
             report["extra"],
         )
         return dict(report)
+
+    async def _resync_clusters(self, members: dict[str, list[str]]) -> None:
+        """Reconcile every cluster and broker; drain members whose cluster is gone."""
+        listed: set[str] = set()
+        for kind in sorted(CLUSTER_TYPES):
+            async for page in self.client.list_pages(kind, "", self.config.page_size):
+                for raw in page:
+                    try:
+                        cluster = Machine.model_validate(raw)
+                    except ValueError as exc:
+                        self._bad(str(raw.get("Uuid", "?")), f"{kind}: {type(exc).__name__}")
+                        continue
+                    listed.add(cluster.uuid)
+                    self.clusters[cluster.uuid] = kind
+                    self.cluster_pending.drain_key(cluster.uuid)
+                    self._spawn(self.converge_cluster(kind, cluster.uuid, cluster))
+        for uuid in set(members) - listed:
+            self._spawn(self.converge_cluster(self.clusters.get(uuid, "clusters"), uuid, None))
+        await self.idle()
 
     # ---- main loop --------------------------------------------------------------------------
 
@@ -376,7 +457,7 @@ def slim_machine(obj: dict[str, Any]) -> Machine | None:
     context = obj.get("Context") or ""
     if not isinstance(context, str):
         return None
-    slim = {k: params[k] for k in RELEVANT_PARAMS if params and k in params}
+    slim = {k: params[k] for k in SLIM_PARAMS if params and k in params}
     try:
         return Machine(uuid=uuid, name=str(obj.get("Name") or ""), context=context, params=slim)
     except ValueError:

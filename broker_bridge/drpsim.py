@@ -487,8 +487,14 @@ class DrpSim:
         async def handler(request: web.Request) -> web.Response:
             q = request.query
             items = sorted(self.objects[kind].values(), key=lambda o: o["Uuid"])
-            if "Context" in q and q["Context"] == "Ne()":
-                items = [o for o in items if o.get("Context")]
+            for qk, qv in q.items():
+                if qk in ("offset", "limit", "slim", "params", "aggregate"):
+                    continue
+                if qv == "Ne()":
+                    items = [o for o in items if o.get(qk) or o["Params"].get(qk)]
+                    continue
+                want = qv[3:-1] if qv.startswith("Eq(") and qv.endswith(")") else qv
+                items = [o for o in items if str(o["Params"].get(qk, o.get(qk, ""))) == want]
             total = len(items)
             offset, limit = int(q.get("offset", 0)), int(q.get("limit", 0) or 0)
             items = items[offset : offset + limit] if limit else items[offset:]

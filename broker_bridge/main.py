@@ -24,6 +24,7 @@ def bridge_config(settings: Settings) -> BridgeConfig:
         coalesce_s=settings.coalesce_ms / 1000.0,
         resync_s=settings.resync_s,
         machine_token_ttl_s=settings.machine_token_ttl_s,
+        broker_name=settings.broker_name,
     )
 
 

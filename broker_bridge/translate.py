@@ -161,6 +161,10 @@ def wanted(
 
 #: Params whose change can change a machine's context (everything else is dropped early).
 RELEVANT_PARAMS = frozenset(OWNER_PARAMS + TAG_PARAMS)
+#: Marks a machine the context broker created for a cluster (value: the cluster's uuid).
+MEMBER_PARAM = "ctxpool/cluster"
+#: Params the bridge keeps of a machine (listing and cache).
+SLIM_PARAMS = RELEVANT_PARAMS | {MEMBER_PARAM}
 
 
 def relevant_change(before: Machine | None, after: Machine) -> bool:

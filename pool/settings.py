@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     drp_ca_bundle: str | None = Field(None, description="CA bundle to verify DRP's TLS with.")
     drp_verify_tls: bool = Field(True, description="Verify DRP's TLS certificate.")
     resync_s: float = Field(300.0, gt=0, description="Bridge: full resync with DRP period.")
+    broker_name: str = Field(
+        "context-broker", description="Bridge: the resource/broker value of clusters it serves."
+    )
     coalesce_ms: int = Field(250, ge=0, le=60_000, description="Bridge: event coalescing window.")
     machine_token_ttl_s: int = Field(
         365 * 86400, ge=60, description="Bridge: TTL of machine tokens given to containers."

@@ -168,3 +168,54 @@ def test_drops_and_a_store_flush_converge_without_duplicates(
     after = {u: a["Id"] for u, a in _containers(docker_engine, ctx_name).items()}
     assert after == before  # same containers: none recreated, none duplicated
     assert len(support.container_state(docker_engine, f"drp-{ctx_name}-")) == len(want)
+
+
+def test_cluster_count_drives_members_and_containers(
+    sim: DrpSim,
+    drp_env: dict[str, str],
+    run_bridge: Callable[..., None],
+    start_worker: Callable[..., Worker],
+    docker_engine: docker.DockerClient,
+    ctx_name: str,
+    test_image: str,
+) -> None:
+    start_worker("c-1", ["tag-batch"], **drp_env)
+    start_worker("c-2", ["tag-batch"], **drp_env)
+    sim.put_context(ctx_name, engine="docker-context", image=test_image)
+    run_bridge(resync_s=60)
+    cluster = sim.create_machine(
+        "batch",
+        ctx_name,
+        {"resource/broker": "context-broker", TAG: "batch", "cluster/count": 5},
+        kind="clusters",
+    )
+    ignored = sim.create_machine(  # another broker's cluster: not ours
+        "foreign", ctx_name, {"resource/broker": "other", "cluster/count": 3}, kind="clusters"
+    )
+
+    def members() -> list[dict[str, Any]]:
+        return [m for m in sim.list() if m["Params"].get("ctxpool/cluster") == cluster["Uuid"]]
+
+    def running() -> int:
+        return len(_containers(docker_engine, ctx_name))
+
+    wait_for(lambda: len(members()) == 5 and running() == 5, 90, 0.5, what="5 members up")
+    assert sorted(m["Name"] for m in members()) == [f"batch-{i}" for i in range(1, 6)]
+    assert {m["Params"][TAG] for m in members()} == {"batch"}
+    recorded = wait_for(
+        lambda: sim.get(cluster["Uuid"], "clusters")["Params"].get("cluster/machines"), 10, 0.1
+    )
+    assert recorded == [f"batch-{i}" for i in range(1, 6)]
+    owners = {
+        a["Config"]["Labels"]["ctxpool.owner"]
+        for a in _containers(docker_engine, ctx_name).values()
+    }
+    assert owners <= {"c-1", "c-2"}
+
+    sim.set_param(cluster["Uuid"], "cluster/count", 2, kind="clusters")
+    wait_for(lambda: len(members()) == 2 and running() == 2, 60, 0.5, what="down to 2")
+    assert sorted(m["Name"] for m in members()) == ["batch-1", "batch-2"]  # newest removed
+
+    sim.set_param(cluster["Uuid"], "cluster/count", 0, kind="clusters")
+    wait_for(lambda: not members() and running() == 0, 60, 0.5, what="drained")
+    assert not [m for m in sim.list() if m["Params"].get("ctxpool/cluster") == ignored["Uuid"]]

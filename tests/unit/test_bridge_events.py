@@ -44,6 +44,8 @@ class FakeDrp:
     async def list_pages(
         self, kind: str, query: str = "", page_size: int = 500
     ) -> AsyncIterator[list[dict[str, Any]]]:
+        if kind != "machines":
+            return
         items = [copy.deepcopy(m) for m in self.machines.values()]
         for start in range(0, len(items), 2):  # tiny pages: paging is exercised
             yield items[start : start + 2]

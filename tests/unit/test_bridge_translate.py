@@ -200,3 +200,36 @@ def test_coalescer_property(events: list[tuple[str, int, float]]) -> None:
     for key in latest:
         times = [t for t, k, _ in released if k == key]
         assert all(b - a >= 0.1 - 1e-9 for a, b in itertools.pairwise(times))
+
+
+def test_cluster_plan() -> None:
+    from broker_bridge.clusters import member_object, plan
+
+    def cluster(count: object, broker: str = "context-broker") -> Machine:
+        params = {"resource/broker": broker, "docker-context/tag": "batch", "cluster/count": count}
+        return Machine.model_validate(
+            {"Uuid": UUID, "Name": "batch", "Context": "runner", "Params": params}
+        )
+
+    def members(*indexes: int) -> list[Machine]:
+        return [Machine.model_validate({"Uuid": f"u{i}", "Name": f"batch-{i}"}) for i in indexes]
+
+    grow = plan(cluster(5), members(1, 2), "context-broker")
+    assert grow is not None
+    assert (grow.create, grow.delete) == (["batch-3", "batch-4", "batch-5"], [])
+    shrink = plan(cluster(2), members(1, 2, 3, 7), "context-broker")
+    assert shrink is not None
+    assert (shrink.create, shrink.delete, shrink.members) == (
+        [],
+        ["u7", "u3"],
+        ["batch-1", "batch-2"],
+    )
+    gap = plan(cluster(3), members(1, 3), "context-broker")  # never reuses a newer index
+    assert gap is not None
+    assert gap.create == ["batch-4"]
+    assert plan(cluster(3, broker="other"), [], "context-broker") is None
+    with pytest.raises(BadObject, match="cluster/count"):
+        plan(cluster("many"), [], "context-broker")
+    new = member_object(cluster(1), "batch-1")
+    assert new["Params"] == {"ctxpool/cluster": UUID, "docker-context/tag": "batch"}
+    assert new["Context"] == "runner"
