@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 from collections import Counter
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+import orjson
 
 from broker_bridge.client import DrpAuthError, DrpClient, DrpError
 from broker_bridge.clusters import reconcile_cluster
@@ -128,8 +129,8 @@ class Bridge:
             self._bad("oversize", f"event of {len(text)} bytes")
             return
         try:
-            event = json.loads(text)
-        except ValueError:
+            event = orjson.loads(text)
+        except ValueError:  # orjson.JSONDecodeError is a ValueError
             self._bad("json", f"not JSON: {text[:80]!r}")
             return
         if not isinstance(event, dict):

@@ -1,0 +1,301 @@
+"""Events/s the bridge ingests from a websocket replay of DRP machine events, next to a naive
+loop that sends one Celery message (``apply_async``) per event. Same run, same replay.
+
+The replay is realistic: ``--machines`` machine objects of a few KB each (inventory params,
+Meta, Tasks ...), ``--updates`` events per machine, interleaved; most updates change
+inventory params (irrelevant to the context), some change the machine's tag. A loopback
+websocket server replays them as fast as the reader takes them and answers the REST calls the
+bridge makes (machine tokens). The bridge runs as in production (real client, coalescing,
+writes to Redis through the pool's API, nudges to the broker); the clock stops when the
+last event has been taken in and every write has finished.
+
+Needs a Redis on CTXPOOL_TEST_REDIS_URL (default redis://127.0.0.1:6379/15; it is flushed).
+
+    python bench/bridge.py [--machines 200] [--updates 50] [--window-ms 250]
+
+The last line reads ``events_per_s=<bridge events/s> ratio=<bridge/naive>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import random
+import secrets
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from aiohttp import web
+
+from broker_bridge.bridge import Bridge, BridgeConfig
+from broker_bridge.client import DrpClient, DrpConfig
+from broker_bridge.drpsim import new_machine
+from broker_bridge.models import Context
+from broker_bridge.sink import PoolSink
+from pool.celery_app import RECONCILE_TASK, create_app
+from pool.models import Nudge
+from pool.runtime import runtime
+from pool.settings import Settings
+from tests import support
+
+TOKEN = "bench-token"  # noqa: S105 - the replay server's test credential
+
+
+def realistic_machine(i: int, context: str) -> dict[str, Any]:
+    m = new_machine(f"node-{i:05d}", context, {"docker-context/tag": "bench"})
+    m["Params"].update(
+        {
+            f"inventory/disk{d}": {
+                "Size": 960197124096,
+                "Model": "SAMSUNG MZ7LH960",
+                "Serial": secrets.token_hex(8),
+            }
+            for d in range(6)
+        }
+    )
+    m["Params"]["inventory/NICInfo"] = {
+        f"eno{n}": {"MAC": secrets.token_hex(6), "Speed": 25000, "Driver": "mlx5_core"}
+        for n in range(4)
+    }
+    m["Params"]["inventory/CPUs"] = {"Model": "AMD EPYC 7543 32-Core", "Count": 2, "Cores": 64}
+    m["Meta"].update(
+        {"color": "green", "icon": "server", "feature-flags": "change-stage-v2,sane-exit-codes"}
+    )
+    m["Tasks"] = [f"bootstrap-{t}" for t in range(12)]
+    return m
+
+
+def build_events(
+    machines: int, updates: int, context: str, seed: int = 1
+) -> tuple[list[str], list[dict[str, Any]]]:
+    rng = random.Random(seed)
+    objs = [realistic_machine(i, context) for i in range(machines)]
+    events = []
+    for obj in objs:
+        events.append(
+            json.dumps(
+                {
+                    "Time": "t",
+                    "Type": "machines",
+                    "Action": "create",
+                    "Key": obj["Uuid"],
+                    "Principal": "runner",
+                    "Object": obj,
+                    "Original": None,
+                }
+            )
+        )
+    order = [i for i in range(machines) for _ in range(updates - 1)]
+    rng.shuffle(order)
+    for i in order:
+        obj = objs[i]
+        before = json.loads(json.dumps(obj))
+        if rng.random() < 0.1:
+            obj["Params"]["docker-context/tag"] = rng.choice(["bench", "bench2"])
+        else:
+            obj["Params"]["inventory/seen"] = rng.random()
+        events.append(
+            json.dumps(
+                {
+                    "Time": "t",
+                    "Type": "machines",
+                    "Action": rng.choice(["save", "update"]),
+                    "Key": obj["Uuid"],
+                    "Principal": "runner",
+                    "Object": obj,
+                    "Original": before,
+                }
+            )
+        )
+    return events, objs
+
+
+class Replay:
+    """Websocket replay + the REST calls the bridge makes, on loopback, in its own process
+    (as DRP is): the bridge's process does only the bridge's work."""
+
+    def __init__(self, machines: int, updates: int, limit: int | None = None) -> None:
+        self.args = (machines, updates, limit)
+        self.port = 0
+        self.proc: multiprocessing.Process | None = None
+
+    def start(self) -> Replay:
+        ports: multiprocessing.Queue[int] = multiprocessing.Queue()
+        self.proc = multiprocessing.Process(target=_serve, args=(*self.args, ports), daemon=True)
+        self.proc.start()
+        self.port = ports.get(timeout=60)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.join(10)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+def _serve(machines: int, updates: int, limit: int | None, ports: Any) -> None:
+    events, _ = build_events(machines, updates, "bench")
+    events = events[:limit] if limit else events
+    context = {"Name": "bench", "Engine": "docker-context", "Image": "bench/agent:1"}
+
+    async def ws(request: web.Request) -> web.WebSocketResponse:
+        sock = web.WebSocketResponse()
+        await sock.prepare(request)
+        acks = 0
+        async for msg in sock:
+            await sock.send_str(
+                json.dumps({"Type": "websocket", "Action": "register", "Key": msg.data})
+            )
+            acks += 1
+            if acks == 4:
+                break
+        for text in events:
+            await sock.send_str(text)
+        await sock.close()
+        return sock
+
+    async def token(request: web.Request) -> web.Response:
+        return web.json_response({"Token": "mt-" + request.match_info["uuid"][:8]})
+
+    async def contexts(request: web.Request) -> web.Response:
+        return web.json_response([context])
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_get("/api/v3/ws", ws)
+        app.router.add_get("/api/v3/contexts", contexts)
+        app.router.add_get("/api/v3/machines/{uuid}/token", token)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        ports.put(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+async def run_bridge(
+    replay: Replay, settings: Settings, window_s: float
+) -> tuple[float, Bridge, Counter[str]]:
+    app = create_app()
+    app.use_settings(settings)
+    rt = runtime(app)
+    nudges: Counter[str] = Counter()
+    real_publish = rt.publish
+
+    def counting_publish(nudge: Nudge, queue: str) -> None:
+        nudges[nudge.uuid] += 1
+        real_publish(nudge, queue)
+
+    rt.publish = counting_publish  # type: ignore[method-assign]
+    client = DrpClient(DrpConfig(url=replay.url, token=TOKEN))
+    bridge = Bridge(
+        client,
+        PoolSink(rt.store, rt.api),
+        BridgeConfig(coalesce_s=window_s, endpoints=(replay.url,)),
+    )
+    bridge.contexts = {
+        "bench": Context(name="bench", engine="docker-context", image="bench/agent:1")
+    }
+    stop = asyncio.Event()
+    flusher = asyncio.ensure_future(bridge._flusher(stop))
+    start = time.perf_counter()
+    async for text in client.events():
+        bridge.handle_text(text)
+        if bridge.stats["events"] % 256 == 0:
+            await asyncio.sleep(0)  # as the real loop does between frames: let writes progress
+    for uuid, machine in bridge.pending.drain():
+        await bridge.converge(uuid, machine)
+    await bridge.idle()
+    elapsed = time.perf_counter() - start
+    stop.set()
+    flusher.cancel()
+    await client.close()
+    app.close()
+    return elapsed, bridge, nudges
+
+
+async def run_naive(replay: Replay, settings: Settings) -> float:
+    app = create_app()
+    app.use_settings(settings)
+    client = DrpClient(DrpConfig(url=replay.url, token=TOKEN))
+    start = time.perf_counter()
+    with app.producer_or_acquire() as producer:
+        async for text in client.events():
+            event = json.loads(text)
+            nudge = Nudge(uuid=event["Key"], generation=0).model_dump()
+            app.send_task(
+                RECONCILE_TASK, kwargs={"nudge": nudge}, queue="tag-naive", producer=producer
+            )
+    elapsed = time.perf_counter() - start
+    await client.close()
+    app.close()
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--machines", type=int, default=200)
+    parser.add_argument("--updates", type=int, default=50)
+    parser.add_argument("--window-ms", type=int, default=250)
+    parser.add_argument(
+        "--naive-events", type=int, default=3000, help="events replayed to the naive loop"
+    )
+    args = parser.parse_args()
+    os.environ.setdefault("CI", "")
+    support.redis_client().flushdb()
+    settings = Settings(
+        broker_url=support.test_broker_url(),
+        redis_url=support.test_redis_url(),
+        key_prefix=f"bench-{secrets.token_hex(3)}:",
+        send_events=False,
+    )
+    events, _ = build_events(args.machines, args.updates, "bench")
+    sizes = sorted(len(e) for e in events)
+    window_s = args.window_ms / 1000
+    replay = Replay(args.machines, args.updates).start()
+    try:
+        elapsed, bridge, nudges = asyncio.run(run_bridge(replay, settings, window_s))
+    finally:
+        replay.stop()
+    replay = Replay(args.machines, args.updates, limit=args.naive_events).start()
+    try:
+        naive_elapsed = asyncio.run(run_naive(replay, settings))
+    finally:
+        replay.stop()
+    support.purge_queues(["tag-bench", "tag-bench2", "tag-naive"])
+
+    bridge_rate = len(events) / elapsed
+    naive_rate = min(args.naive_events, len(events)) / naive_elapsed
+    windows = max(1.0, elapsed / window_s)
+    worst = max(nudges.values()) if nudges else 0
+    print(
+        f"replay: {len(events)} events, {args.machines} machines, "
+        f"median event {sizes[len(sizes) // 2]} bytes"
+    )
+    print(f"bridge: {elapsed:.2f}s, {bridge_rate:.0f} events/s; stats {dict(bridge.stats)}")
+    print(
+        f"nudges: {sum(nudges.values())} for {len(nudges)} machines; most for one machine {worst} "
+        f"over {windows:.1f} windows of {args.window_ms} ms "
+        f"-> {worst / windows:.2f} per machine per window"
+    )
+    print(
+        f"naive: {naive_rate:.0f} events/s (one apply_async per event, {args.naive_events} events)"
+    )
+    print(f"events_per_s={bridge_rate:.0f} ratio={bridge_rate / naive_rate:.2f}")
+
+
+if __name__ == "__main__":
+    main()
