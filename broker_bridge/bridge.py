@@ -51,7 +51,7 @@ ACTIONS = frozenset({"create", "save", "update", "delete", "destroy"})
 DELETES = frozenset({"delete", "destroy"})
 #: Events bigger than this are skipped (a resync picks the object up from REST).
 MAX_EVENT_BYTES = 4 * 1024 * 1024
-SLIM_QUERY = "slim=Meta&params=" + ",".join(sorted(SLIM_PARAMS))
+SLIM_QUERY = "aggregate=true&slim=Meta&params=" + ",".join(sorted(SLIM_PARAMS))
 
 
 class Sink(Protocol):
@@ -68,6 +68,10 @@ class Sink(Protocol):
     def apply(self, spec: ContextSpec, owner_hint: str | None) -> None: ...
 
     def remove(self, uuid: str) -> None: ...
+
+    def renudge_stalled(self) -> int:
+        """Re-place contexts whose owner's heartbeat expired; returns how many."""
+        ...
 
 
 def fingerprint(w: Wanted) -> str:
@@ -254,11 +258,19 @@ class Bridge:
         while self._inflight:
             await asyncio.gather(*list(self._inflight), return_exceptions=True)
 
-    async def converge(self, uuid: str, machine: Machine | None, force: bool = False) -> None:
-        """Make the store's desired state for ``uuid`` match ``machine`` (None: deleted)."""
+    async def converge(
+        self, uuid: str, machine: Machine | None, force: bool = False, aggregated: bool = False
+    ) -> None:
+        """Make the store's desired state for ``uuid`` match ``machine`` (None: deleted).
+
+        ``aggregated``: the machine's params already include its profiles' (a resync lists
+        with ``aggregate=true``; events carry the machine's own params only).
+        """
         lock = self._locks.setdefault(uuid, asyncio.Lock())
         try:
             async with lock, self._sem:
+                if machine is not None and machine.profiles and not aggregated:
+                    machine = await self._aggregated(uuid) or machine
                 await self._converge(uuid, machine, force)
         except DrpError as exc:
             self.stats["errors"] += 1
@@ -269,6 +281,11 @@ class Bridge:
         finally:
             if not lock.locked() and self._locks.get(uuid) is lock:
                 del self._locks[uuid]
+
+    async def _aggregated(self, uuid: str) -> Machine | None:
+        """The machine with its profiles' params (a tag may come from a profile)."""
+        raw = await self.client.request("GET", f"/api/v3/machines/{uuid}?aggregate=true")
+        return slim_machine(raw) if isinstance(raw, dict) else None
 
     async def _converge(self, uuid: str, machine: Machine | None, force: bool) -> None:
         if machine is None:
@@ -326,7 +343,7 @@ class Bridge:
                     seen_members.setdefault(member_of, []).append(machine.uuid)
                 self.pending.drain_key(machine.uuid)
                 self.written.pop(machine.uuid, None)  # compare with the store, not the cache
-                self._spawn(self.converge(machine.uuid, machine))
+                self._spawn(self.converge(machine.uuid, machine, aggregated=True))
                 report["listed"] += 1
             await asyncio.sleep(0)  # let events in between pages
         await self.idle()
@@ -338,10 +355,12 @@ class Bridge:
             self._spawn(self.converge(uuid, None, force=True))
             report["extra"] += 1
         await self.idle()
+        report["replaced"] = await asyncio.to_thread(self.sink.renudge_stalled)
         log.info(
-            "resync: %d machines listed, %d extra contexts removed",
+            "resync: %d machines listed, %d extra contexts removed, %d of stalled nodes re-placed",
             report["listed"],
             report["extra"],
+            report["replaced"],
         )
         return dict(report)
 
@@ -441,6 +460,8 @@ def _relevant_raw(before: dict[str, Any], after: dict[str, Any]) -> bool:
     """Raw-dict version of ``translate.relevant_change`` (no model parsing on the hot path)."""
     if before.get("Context") != after.get("Context"):
         return True
+    if before.get("Profiles") != after.get("Profiles"):
+        return True
     pb, pa = before.get("Params"), after.get("Params")
     if not isinstance(pb, dict) or not isinstance(pa, dict):
         return True
@@ -459,8 +480,17 @@ def slim_machine(obj: dict[str, Any]) -> Machine | None:
     if not isinstance(context, str):
         return None
     slim = {k: params[k] for k in SLIM_PARAMS if params and k in params}
+    profiles = obj.get("Profiles") or []
+    if not isinstance(profiles, list):
+        return None
     try:
-        return Machine(uuid=uuid, name=str(obj.get("Name") or ""), context=context, params=slim)
+        return Machine(
+            uuid=uuid,
+            name=str(obj.get("Name") or ""),
+            context=context,
+            params=slim,
+            profiles=[str(p) for p in profiles],
+        )
     except ValueError:
         return None
 

@@ -196,6 +196,7 @@ class DrpSim:
         self.rng = random.Random(seed)
         self.objects: dict[str, dict[str, dict[str, Any]]] = {k: {} for k in MACHINE_KINDS}
         self.contexts: dict[str, dict[str, Any]] = {}
+        self.profiles: dict[str, dict[str, Any]] = {}  # name -> Params
         self.subscribers: list[Subscriber] = []
         self.events_sent = 0
         self.events_dropped = 0
@@ -284,6 +285,22 @@ class DrpSim:
     def put_context(self, name: str, engine: str = "docker-context", image: str = "") -> None:
         obj = {"Name": name, "Engine": engine, "Image": image, "Meta": {}, "Description": ""}
         self.call(self._store_context(obj))
+
+    def put_profile(self, name: str, params: dict[str, Any]) -> None:
+        """A profile whose params machines listing it inherit (``aggregate=true``)."""
+
+        async def do() -> None:
+            self.profiles[name] = dict(params)
+
+        self.call(do())
+
+    def aggregated(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """``obj`` with its profiles' params merged under its own (DRP's ``aggregate=true``)."""
+        merged: dict[str, Any] = {}
+        for name in obj.get("Profiles") or []:
+            merged.update(self.profiles.get(name, {}))
+        merged.update(obj.get("Params") or {})
+        return {**obj, "Params": merged}
 
     def delete_context(self, name: str) -> None:
         self.call(self._drop_context(name))
@@ -500,6 +517,8 @@ class DrpSim:
             items = items[offset : offset + limit] if limit else items[offset:]
             slim = {s.strip() for s in q.get("slim", "").split(",") if s.strip()}
             wanted = [p for p in q.get("params", "").split(",") if p]
+            if q.get("aggregate") == "true":
+                items = [self.aggregated(o) for o in items]
             out = []
             for obj in items:
                 view = {k: v for k, v in obj.items() if k not in slim or k == "Params"}
@@ -533,7 +552,10 @@ class DrpSim:
 
     def _get(self, kind: str) -> Any:
         async def handler(request: web.Request) -> web.Response:
-            return web.json_response(self._find(kind, request))
+            obj = self._find(kind, request)
+            if request.query.get("aggregate") == "true":
+                obj = self.aggregated(obj)
+            return web.json_response(obj)
 
         return handler
 

@@ -6,7 +6,8 @@ import logging
 
 from broker_bridge.bridge import spec_fingerprint
 from pool.contexts import ContextAPI
-from pool.models import ContextSpec, Desired
+from pool.models import ContextSpec, Desired, Nudge
+from pool.queues import DEFAULT_TAG, tag_queue
 from pool.store import StateStore
 
 log = logging.getLogger(__name__)
@@ -41,3 +42,18 @@ class PoolSink:
 
     def remove(self, uuid: str) -> None:
         self.api.remove(uuid)
+
+    def renudge_stalled(self) -> int:
+        """Nudge contexts whose owner stopped heartbeating to their tag queue: a live node of
+        that tag takes them over (the pool sweep does the same from the node side)."""
+        stalled = [
+            s
+            for s in self.store.statuses(list(self.store.iter_context_ids()))
+            if s.desired is Desired.PRESENT and s.owner and not s.owner_alive
+        ]
+        for s in stalled:
+            nudge = Nudge(uuid=s.uuid, generation=s.generation or 0)
+            self.api.publish(nudge, tag_queue(s.tag or DEFAULT_TAG))
+        if stalled:
+            log.info("resync: %d contexts of stalled nodes sent to their tag queues", len(stalled))
+        return len(stalled)

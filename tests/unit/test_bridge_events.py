@@ -85,6 +85,9 @@ class MemSink:
         self.writes += 1
         self.desired[uuid] = (False, None)
 
+    def renudge_stalled(self) -> int:
+        return 0
+
     def present(self) -> dict[str, str]:
         return {u: fp for u, (p, fp) in self.desired.items() if p and fp}
 

@@ -156,3 +156,43 @@ def test_json_patch() -> None:
     with pytest.raises(PatchError) as bad:
         apply_patch(doc, [{"op": "move", "path": "/Context"}])
     assert bad.value.status == 422
+
+
+def test_bridge_reads_tags_from_profiles_and_backs_off_on_401(sim: DrpSim) -> None:
+    """A tag set on a profile reaches the context (events carry only the machine's own
+    params, so the bridge reads the aggregated machine). With bad credentials the bridge
+    logs, backs off and does not hammer DRP."""
+    from broker_bridge.bridge import Bridge, BridgeConfig
+    from tests.unit.test_bridge_events import MemSink
+
+    sim.put_context("runner", engine="docker-context", image="img:1")
+    sim.put_profile("ci-pool", {"docker-context/tag": "ci"})
+
+    async def scenario() -> tuple[MemSink, int]:
+        client = DrpClient(DrpConfig(url=sim.url, token=sim.token))
+        sink = MemSink()
+        bridge = Bridge(client, sink, BridgeConfig(coalesce_s=0.05, resync_s=3600))
+        stop = asyncio.Event()
+        run = asyncio.ensure_future(bridge.run(stop))
+        try:
+            await asyncio.sleep(0.5)  # connected, registered, first resync done
+            made = await asyncio.to_thread(sim.create_machine, "m1", "runner")
+            await asyncio.to_thread(sim.update_machine, made["Uuid"], Profiles=["ci-pool"])
+            for _ in range(100):
+                if sink.present():
+                    break
+                await asyncio.sleep(0.05)
+            sim.fail_auth = True
+            sim.cut_websockets()
+            before = sim.requests
+            await asyncio.sleep(3)
+            hammering = sim.requests - before
+        finally:
+            stop.set()
+            await run
+            await client.close()
+        return sink, hammering
+
+    sink, requests_while_refused = asyncio.run(scenario())
+    assert list(sink.present().values()) == ["runner|img:1|ci"]
+    assert requests_while_refused <= 6  # backoff (1 s doubling), not a busy loop
