@@ -6,8 +6,10 @@ import asyncio
 import logging
 import signal
 
+from pydantic import ValidationError
+
 from broker_bridge.bridge import Bridge, BridgeConfig
-from broker_bridge.client import DrpClient, DrpConfig
+from broker_bridge.client import DrpClient, DrpConfig, DrpError
 from broker_bridge.sink import PoolSink
 from pool.celery_app import create_app
 from pool.runtime import runtime
@@ -56,8 +58,18 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
 
 
 def main() -> int:
+    """Entry point of ``ctxpool bridge`` and ``python -m broker_bridge``; exit code 2 on bad
+    configuration (the message says what is missing; secrets are never printed)."""
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    asyncio.run(serve(Settings()))
+    try:
+        settings = Settings()
+        asyncio.run(serve(settings))
+    except ValidationError as exc:
+        log.error("invalid settings: %s", exc)
+        return 2
+    except DrpError as exc:
+        log.error("cannot start the bridge: %s", exc)
+        return 2
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -162,10 +163,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    sub.add_parser("bridge", help="run the DRP bridge (CTXPOOL_DRP_URL, credentials)")
     m = sub.add_parser("metrics", help="serve Prometheus metrics (pool-wide)")
     m.add_argument("--port", type=int, default=9808, help="port; 0 prints them once and exits")
     m.add_argument("--addr", default="0.0.0.0", help="address to listen on")  # noqa: S104
     args = parser.parse_args(argv)
+    if args.command == "bridge":  # a process of its own: pool never imports broker_bridge
+        os.execvp(sys.executable, [sys.executable, "-m", "broker_bridge"])
     try:
         settings = Settings()
         store = StateStore.from_url(settings.redis_url, settings.key_prefix)
