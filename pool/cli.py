@@ -169,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     m.add_argument("--addr", default="0.0.0.0", help="address to listen on")  # noqa: S104
     args = parser.parse_args(argv)
     if args.command == "bridge":  # a process of its own: pool never imports broker_bridge
-        os.execvp(sys.executable, [sys.executable, "-m", "broker_bridge"])
+        os.execvp(sys.executable, [sys.executable, "-m", "broker_bridge"])  # noqa: S606
     try:
         settings = Settings()
         store = StateStore.from_url(settings.redis_url, settings.key_prefix)
