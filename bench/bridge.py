@@ -122,8 +122,10 @@ class Replay:
     """Websocket replay + the REST calls the bridge makes, on loopback, in its own process
     (as DRP is): the bridge's process does only the bridge's work."""
 
-    def __init__(self, machines: int, updates: int, limit: int | None = None) -> None:
-        self.args = (machines, updates, limit)
+    def __init__(
+        self, machines: int, updates: int, limit: int | None = None, listing: int = 0
+    ) -> None:
+        self.args = (machines, updates, limit, listing)
         self.port = 0
         self.proc: multiprocessing.Process | None = None
 
@@ -144,9 +146,27 @@ class Replay:
         return f"http://127.0.0.1:{self.port}"
 
 
-def _serve(machines: int, updates: int, limit: int | None, ports: Any) -> None:
+def _serve(machines: int, updates: int, limit: int | None, listing: int, ports: Any) -> None:
     events, _ = build_events(machines, updates, "bench")
     events = events[:limit] if limit else events
+    listed = [
+        {
+            "Uuid": f"00000000-0000-4000-8000-{i:012d}",
+            "Name": f"listed-{i}",
+            "Context": "bench",
+            "Params": {"docker-context/tag": "bench"},
+        }
+        for i in range(listing)
+    ]
+
+    async def machines_list(request: web.Request) -> web.Response:
+        offset = int(request.query.get("offset", 0))
+        size = int(request.query.get("limit", 0) or len(listed))
+        return web.json_response(listed[offset : offset + size])
+
+    async def empty(request: web.Request) -> web.Response:
+        return web.json_response([])
+
     context = {"Name": "bench", "Engine": "docker-context", "Image": "bench/agent:1"}
 
     async def ws(request: web.Request) -> web.WebSocketResponse:
@@ -176,6 +196,9 @@ def _serve(machines: int, updates: int, limit: int | None, ports: Any) -> None:
         app.router.add_get("/api/v3/ws", ws)
         app.router.add_get("/api/v3/contexts", contexts)
         app.router.add_get("/api/v3/machines/{uuid}/token", token)
+        app.router.add_get("/api/v3/machines", machines_list)
+        app.router.add_get("/api/v3/clusters", empty)
+        app.router.add_get("/api/v3/resource_brokers", empty)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -227,6 +250,38 @@ async def run_bridge(
     return elapsed, bridge, nudges
 
 
+async def run_resync(replay: Replay, settings: Settings) -> tuple[float, float, float]:
+    """Two resyncs of the replay's listing (the first writes every context, the second finds
+    them up to date) while a ticker measures how long the event loop ever stalls."""
+    app = create_app()
+    app.use_settings(settings)
+    rt = runtime(app)
+    client = DrpClient(DrpConfig(url=replay.url, token=TOKEN))
+    bridge = Bridge(client, PoolSink(rt.store, rt.api), BridgeConfig(endpoints=(replay.url,)))
+    worst = 0.0
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        nonlocal worst
+        while not done.is_set():
+            start = time.perf_counter()
+            await asyncio.sleep(0.01)
+            worst = max(worst, time.perf_counter() - start - 0.01)
+
+    tick = asyncio.ensure_future(ticker())
+    start = time.perf_counter()
+    await bridge.resync()
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    await bridge.resync()
+    second = time.perf_counter() - start
+    done.set()
+    await tick
+    await client.close()
+    app.close()
+    return first, second, worst
+
+
 async def run_naive(replay: Replay, settings: Settings) -> float:
     app = create_app()
     app.use_settings(settings)
@@ -250,6 +305,7 @@ def main() -> None:
     parser.add_argument("--machines", type=int, default=200)
     parser.add_argument("--updates", type=int, default=50)
     parser.add_argument("--window-ms", type=int, default=250)
+    parser.add_argument("--resync-machines", type=int, default=10_000)
     parser.add_argument(
         "--naive-events", type=int, default=3000, help="events replayed to the naive loop"
     )
@@ -275,6 +331,11 @@ def main() -> None:
         naive_elapsed = asyncio.run(run_naive(replay, settings))
     finally:
         replay.stop()
+    replay = Replay(1, 1, listing=args.resync_machines).start()
+    try:
+        resync_first, resync_second, stall = asyncio.run(run_resync(replay, settings))
+    finally:
+        replay.stop()
     support.purge_queues(["tag-bench", "tag-bench2", "tag-naive"])
 
     bridge_rate = len(events) / elapsed
@@ -293,6 +354,10 @@ def main() -> None:
     )
     print(
         f"naive: {naive_rate:.0f} events/s (one apply_async per event, {args.naive_events} events)"
+    )
+    print(
+        f"resync of {args.resync_machines} machines: {resync_first:.1f}s writing them all, "
+        f"{resync_second:.1f}s when up to date; longest event-loop stall {stall * 1000:.0f} ms"
     )
     print(f"events_per_s={bridge_rate:.0f} ratio={bridge_rate / naive_rate:.2f}")
 

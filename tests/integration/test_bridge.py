@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -142,12 +143,15 @@ def test_drops_and_a_store_flush_converge_without_duplicates(
         sim.delete_machine(m["Uuid"])
     sim.update_machine(machines[4]["Uuid"], Context="")
     want = {m["Uuid"] for m in machines[5:]}
+    changed_at = time.monotonic()
     wait_for(
         lambda: set(_containers(docker_engine, ctx_name)) == want,
         resync_s + 30,
         0.5,
         what="convergence despite dropped events",
     )
+    # within one resync period (plus the nodes' own create/remove time)
+    assert time.monotonic() - changed_at <= resync_s + 5
     assert sim.events_dropped > 0
     wait_for(lambda: all(sim.get(u)["Params"].get(OWNER) for u in want), 30, 0.2, what="owners")
     before = {u: a["Id"] for u, a in _containers(docker_engine, ctx_name).items()}
