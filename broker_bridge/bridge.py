@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 from collections import Counter
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -34,13 +33,13 @@ from broker_bridge.coalesce import Coalescer
 from broker_bridge.models import Context, Machine
 from broker_bridge.translate import (
     MEMBER_PARAM,
-    OWNER_PARAMS,
-    RELEVANT_PARAMS,
     SLIM_PARAMS,
     BadObject,
     Wanted,
+    relevant_change,
     wanted,
 )
+from pool.backoff import Backoff
 from pool.models import ContextSpec
 
 log = logging.getLogger(__name__)
@@ -182,7 +181,7 @@ class Bridge:
         if not isinstance(obj, dict):
             self._bad(key, "machine event without an Object")
             return
-        if isinstance(original, dict) and not _relevant_raw(original, obj):
+        if isinstance(original, dict) and not relevant_change(original, obj):
             self.stats["irrelevant"] += 1
             return
         machine = slim_machine(obj)
@@ -437,35 +436,9 @@ class Bridge:
                 self._resync_wanted.set()
 
 
-class Backoff:
-    """Capped exponential backoff with full jitter (1 s doubling to 60 s)."""
-
-    def __init__(self, base_s: float = 1.0, cap_s: float = 60.0) -> None:
-        self.base_s, self.cap_s, self.attempt = base_s, cap_s, 0
-
-    def next_s(self) -> float:
-        self.attempt += 1
-        return random.uniform(self.base_s / 2, min(self.cap_s, self.base_s * 2**self.attempt))
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> None:
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.wait(), seconds)
-
-
-def _relevant_raw(before: dict[str, Any], after: dict[str, Any]) -> bool:
-    """Raw-dict version of ``translate.relevant_change`` (no model parsing on the hot path)."""
-    if before.get("Context") != after.get("Context"):
-        return True
-    if before.get("Profiles") != after.get("Profiles"):
-        return True
-    pb, pa = before.get("Params"), after.get("Params")
-    if not isinstance(pb, dict) or not isinstance(pa, dict):
-        return True
-    return any(pb.get(p) != pa.get(p) for p in RELEVANT_PARAMS)
 
 
 def slim_machine(obj: dict[str, Any]) -> Machine | None:
@@ -495,4 +468,4 @@ def slim_machine(obj: dict[str, Any]) -> Machine | None:
         return None
 
 
-__all__ = ["OWNER_PARAMS", "Bridge", "BridgeConfig", "Sink", "slim_machine"]
+__all__ = ["Bridge", "BridgeConfig", "Sink", "slim_machine"]

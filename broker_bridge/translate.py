@@ -167,10 +167,14 @@ MEMBER_PARAM = "ctxpool/cluster"
 SLIM_PARAMS = RELEVANT_PARAMS | {MEMBER_PARAM}
 
 
-def relevant_change(before: Machine | None, after: Machine) -> bool:
-    """Whether an update can change the machine's desired context (cheap early filter)."""
-    if before is None:
+def relevant_change(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
+    """Whether an update (DRP's raw ``Original`` -> ``Object``) can change the machine's
+    desired context. Works on the raw dicts: it is the bridge's hot path, before any parsing."""
+    if before.get("Context") != after.get("Context"):
         return True
-    if (before.context, before.uuid) != (after.context, after.uuid):
+    if before.get("Profiles") != after.get("Profiles"):
         return True
-    return any(before.params.get(p) != after.params.get(p) for p in RELEVANT_PARAMS)
+    pb, pa = before.get("Params"), after.get("Params")
+    if not isinstance(pb, dict) or not isinstance(pa, dict):
+        return True
+    return any(pb.get(p) != pa.get(p) for p in RELEVANT_PARAMS)

@@ -19,15 +19,15 @@ keep flowing. See :mod:`pool.limited` for the task side.
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from kombu import Connection, Message, Producer
 
+from pool.backoff import Backoff
 from pool.errors import CtxpoolError
 from pool.limiter import Limiter
 from pool.limits import LimitSpec
@@ -58,23 +58,6 @@ class Held:
     holder: str
     due: float = 0.0  # monotonic time of the next acquire attempt
     throttled: bool = False
-
-
-@dataclass(slots=True)
-class Backoff:
-    """Capped exponential backoff with full jitter."""
-
-    base_s: float = 0.5
-    cap_s: float = 30.0
-    attempt: int = 0
-    rng: random.Random = field(default_factory=random.Random)
-
-    def next_s(self) -> float:
-        self.attempt += 1
-        return self.rng.uniform(0, min(self.cap_s, self.base_s * 2**self.attempt))
-
-    def reset(self) -> None:
-        self.attempt = 0
 
 
 def admission_header(node: str, key: str) -> dict[str, Any]:
@@ -122,7 +105,7 @@ class LimitGate:
             self._thread.join(timeout_s)
 
     def _run(self) -> None:
-        backoff = Backoff()
+        backoff = Backoff(base_s=0.5, cap_s=30.0)
         while not self._stop.is_set():
             try:
                 with Connection(self.broker_url, transport_options=self.transport_options) as conn:

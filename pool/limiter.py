@@ -16,22 +16,17 @@ when the lease expires (``slot_ttl_s``); a live holder renews it while its call 
 
 from __future__ import annotations
 
-import functools
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
-from typing import ParamSpec, Protocol, TypeVar
+from typing import Protocol
 
 import redis
 
-from pool.errors import StoreError
 from pool.keys import Keys
 from pool.limits import LimitSpec
-
-P = ParamSpec("P")
-R = TypeVar("R")
+from pool.redisutil import converting, lua
 
 #: Counters kept per limit.
 COUNTERS = ("granted", "throttled", "deferred", "stale", "failed")
@@ -111,19 +106,8 @@ class Limiter(Protocol):
         ...
 
 
-def _converting(fn: Callable[P, R]) -> Callable[P, R]:
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except redis.RedisError as exc:
-            raise StoreError(f"limiter: {type(exc).__name__}: {exc}") from exc
-
-    return wrapper
-
-
-def _script(name: str) -> str:
-    return (resources.files("pool") / "lua" / f"{name}.lua").read_text()
+_converting = converting("limiter")
+_script = lua
 
 
 class RedisLimiter:

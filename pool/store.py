@@ -6,19 +6,16 @@ Multi-key updates are Lua scripts (``pool/lua``); every key lives under one pref
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib import resources
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import redis
 from pydantic import ValidationError
 
-from pool.errors import StoreError
 from pool.keys import Keys
 from pool.models import (
     ContextSpec,
@@ -29,29 +26,17 @@ from pool.models import (
     NodeView,
     RunState,
 )
+from pool.redisutil import converting, lua
 
 log = logging.getLogger(__name__)
 
-P = ParamSpec("P")
-R = TypeVar("R")
 
 #: Membership records of nodes unseen for this long are dropped from the node index.
 NODE_INDEX_RETENTION_S = 86400.0
 
 
-def _converting(fn: Callable[P, R]) -> Callable[P, R]:
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except redis.RedisError as exc:
-            raise StoreError(f"state store: {type(exc).__name__}: {exc}") from exc
-
-    return wrapper
-
-
-def _script(name: str) -> str:
-    return (resources.files("pool") / "lua" / f"{name}.lua").read_text()
+_converting = converting("state store")
+_script = lua
 
 
 @dataclass(frozen=True, slots=True)

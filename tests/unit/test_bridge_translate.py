@@ -110,13 +110,13 @@ def test_cluster_count_rejects(value: object) -> None:
 
 
 def test_relevant_change_filters_irrelevant_params() -> None:
-    before = machine(Context="runner", Params={"docker-context/tag": "ci", "inventory/x": 1})
-    assert not relevant_change(
-        before, machine(Context="runner", Params={"docker-context/tag": "ci", "inventory/x": 2})
-    )
-    assert relevant_change(before, machine(Context="", Params=before.params))
-    assert relevant_change(before, machine(Context="runner", Params={"docker-context/tag": "a"}))
-    assert relevant_change(None, before)
+    before = {"Context": "runner", "Params": {"docker-context/tag": "ci", "inventory/x": 1}}
+    noise = {"Context": "runner", "Params": {"docker-context/tag": "ci", "inventory/x": 2}}
+    assert not relevant_change(before, noise)
+    assert relevant_change(before, {**before, "Context": ""})
+    assert relevant_change(before, {**before, "Params": {"docker-context/tag": "audit"}})
+    assert relevant_change(before, {**before, "Profiles": ["ci-pool"]})
+    assert relevant_change(before, {**before, "Params": "garbage"})
 
 
 json_values = st.recursive(
