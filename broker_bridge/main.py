@@ -6,10 +6,12 @@ import asyncio
 import logging
 import signal
 
+from prometheus_client import CollectorRegistry, start_http_server
 from pydantic import ValidationError
 
 from broker_bridge.bridge import Bridge, BridgeConfig
 from broker_bridge.client import DrpClient, DrpConfig, DrpError
+from broker_bridge.metrics import BridgeCollector
 from broker_bridge.sink import PoolSink
 from pool.celery_app import create_app
 from pool.runtime import runtime
@@ -49,6 +51,14 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         except (NotImplementedError, RuntimeError):  # not the main thread
             break
     bridge = Bridge(client, PoolSink(rt.store, rt.api), bridge_config(settings))
+    if settings.bridge_metrics_port:
+        registry = CollectorRegistry()
+        registry.register(BridgeCollector(bridge))
+        try:
+            start_http_server(settings.bridge_metrics_port, registry=registry)
+            log.info("bridge metrics on :%d/metrics", settings.bridge_metrics_port)
+        except OSError as exc:
+            log.error("bridge metrics not served on :%d: %s", settings.bridge_metrics_port, exc)
     log.info("bridge for DRP %s (engine %s) starting", config.url, settings.engine)
     try:
         await bridge.run(stop)

@@ -113,6 +113,9 @@ class Settings(BaseSettings):
     drp_ca_bundle: str | None = Field(None, description="CA bundle to verify DRP's TLS with.")
     drp_verify_tls: bool = Field(True, description="Verify DRP's TLS certificate.")
     resync_s: float = Field(300.0, gt=0, description="Bridge: full resync with DRP period.")
+    bridge_metrics_port: int = Field(
+        9809, ge=0, le=65535, description="Bridge: Prometheus metrics port (0: none)."
+    )
     broker_name: str = Field(
         "context-broker", description="Bridge: the resource/broker value of clusters it serves."
     )

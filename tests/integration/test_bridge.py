@@ -44,6 +44,7 @@ def run_bridge(pool_env: dict[str, str], drp_env: dict[str, str]) -> Iterator[Ca
 
     def start(**overrides: Any) -> None:
         settings = _settings_from({**pool_env, **drp_env})
+        overrides.setdefault("bridge_metrics_port", 0)
         settings = Settings(**{**settings.model_dump(), **overrides})
         loop = asyncio.new_event_loop()
         stop = asyncio.Event()

@@ -260,3 +260,20 @@ def test_irrelevant_updates_are_dropped_early_and_bursts_coalesce() -> None:
     assert bridge.stats["irrelevant"] == 100
     assert sink.writes == 1  # one write for the burst, with the latest tag
     assert sink.present() == {UUIDS[0]: "runner|img/runner:1|audit"}
+
+
+def test_bad_input_is_counted_in_metrics() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from broker_bridge.metrics import BridgeCollector
+
+    drp, sink = FakeDrp(), MemSink()
+    bridge = Bridge(ClientAdapter(drp), sink, BridgeConfig(coalesce_s=60))  # type: ignore[arg-type]
+    for text in JUNK:
+        bridge.handle_text(text)
+    registry = CollectorRegistry()
+    registry.register(BridgeCollector(bridge))
+    exposed = generate_latest(registry).decode()
+    assert f"ctxpool_bridge_events_total {float(len(JUNK))}" in exposed
+    assert "ctxpool_bridge_malformed_total 8.0" in exposed  # all but the profiles event
+    assert "ctxpool_bridge_unrelated_total 1.0" in exposed
