@@ -72,6 +72,10 @@ class Sink(Protocol):
         """Re-place contexts whose owner's heartbeat expired; returns how many."""
         ...
 
+    def live_nodes(self, tag: str) -> dict[str, tuple[int, int]]:
+        """Live nodes serving ``tag``: name -> (contexts they run, capacity)."""
+        ...
+
 
 def fingerprint(w: Wanted) -> str:
     """What must match for a stored spec to be up to date (the token is not part of it)."""
@@ -233,12 +237,17 @@ class Bridge:
             self._spawn(self.converge_cluster(kind, uuid, cluster))
         return len(due) + len(clusters)
 
+    async def _live_nodes(self, tag: str) -> dict[str, tuple[int, int]]:
+        return await asyncio.to_thread(self.sink.live_nodes, tag)
+
     async def converge_cluster(self, kind: str, uuid: str, cluster: Machine | None) -> None:
         """Give one cluster its count of member machines in DRP (serialised per cluster)."""
         lock = self._locks.setdefault(f"cluster:{uuid}", asyncio.Lock())
         try:
             async with lock:
-                await reconcile_cluster(self.client, kind, cluster, uuid, self.config.broker_name)
+                await reconcile_cluster(
+                    self.client, kind, cluster, uuid, self.config.broker_name, self._live_nodes
+                )
             if cluster is None:
                 self.clusters.pop(uuid, None)
         except BadObject as exc:

@@ -6,7 +6,10 @@ machines in DRP. Each member runs the cluster's ``Context`` with the cluster's
 ``docker-context/tag``, and carries ``ctxpool/cluster: <cluster uuid>``. The bridge then turns
 members into containers like any machine, and the nodes with that tag take them. Raising the
 count adds members, lowering it removes the newest, 0 (or deleting the cluster) drains. The
-member names are recorded on the cluster as ``cluster/machines``.
+member names are recorded on the cluster as ``cluster/machines``. New members are spread over
+the tag's live nodes (least loaded first, within capacity) by naming the node in
+``docker-context/owner``; the bridge then places them there (pull-based placement decides
+when every node is full).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +26,7 @@ from broker_bridge.models import Machine
 from broker_bridge.translate import (
     MEMBER_PARAM,
     MEMBERS_PARAMS,
+    OWNER_PARAMS,
     RESOURCE_BROKER_PARAM,
     TAG_PARAMS,
     count_of,
@@ -69,14 +74,40 @@ def plan(cluster: Machine, members: list[Machine], broker: str) -> Plan | None:
     return Plan(create=create, delete=[m.uuid for m in reversed(extra)], members=names)
 
 
-def member_object(cluster: Machine, name: str) -> dict[str, Any]:
-    """The DRP machine object of a new member."""
+def member_object(cluster: Machine, name: str, node: str | None = None) -> dict[str, Any]:
+    """The DRP machine object of a new member (``node``: where it should run)."""
     params: dict[str, Any] = {MEMBER_PARAM: cluster.uuid, TAG_PARAMS[0]: tag_of(cluster)}
+    if node:
+        params[OWNER_PARAMS[0]] = node
     return {"Name": name, "Context": cluster.context, "Params": params}
 
 
+NodeLoads = dict[str, tuple[int, int]]  # live node of the tag -> (contexts it runs, capacity)
+
+
+def spread(nodes: NodeLoads, count: int) -> list[str | None]:
+    """Pick a node for each of ``count`` new members: always the least loaded (by share of
+    capacity) with room left; None when every node is full (the tag queue decides later)."""
+    load = {name: running for name, (running, _) in nodes.items()}
+    out: list[str | None] = []
+    for _ in range(count):
+        room = [n for n, (_, cap) in nodes.items() if load[n] < cap]
+        if not room:
+            out.append(None)
+            continue
+        best = min(room, key=lambda n: (load[n] / nodes[n][1], n))
+        load[best] += 1
+        out.append(best)
+    return out
+
+
 async def reconcile_cluster(
-    client: DrpClient, kind: str, cluster: Machine | None, uuid: str, broker: str
+    client: DrpClient,
+    kind: str,
+    cluster: Machine | None,
+    uuid: str,
+    broker: str,
+    live_nodes: Callable[[str], Awaitable[NodeLoads]] | None = None,
 ) -> Plan | None:
     """Bring one cluster's members in DRP to its count (``cluster`` None: it was deleted).
 
@@ -94,8 +125,11 @@ async def reconcile_cluster(
     todo = plan(cluster, members, broker)
     if todo is None:
         return None
-    for name in todo.create:
-        await client.create("machines", member_object(cluster, name))
+    placement: list[str | None] = [None] * len(todo.create)
+    if todo.create and live_nodes is not None:
+        placement = spread(await live_nodes(tag_of(cluster)), len(todo.create))
+    for name, node in zip(todo.create, placement, strict=True):
+        await client.create("machines", member_object(cluster, name, node))
     for member_uuid in todo.delete:
         await _delete(client, member_uuid)
     recorded = cluster.params.get(MEMBERS_PARAMS[0])

@@ -32,13 +32,23 @@ class PoolSink:
         return {s.uuid for s in self.store.statuses(uuids) if s.desired is Desired.PRESENT}
 
     def apply(self, spec: ContextSpec, owner_hint: str | None) -> None:
-        """Write ``spec``; when the store knows no owner but DRP names a live node (state
-        rebuilt after Redis lost it), that node keeps it: no second container elsewhere."""
-        if owner_hint and self.store.owner(spec.uuid) is None and self.store.is_alive(owner_hint):
-            claim = self.store.claim(spec.uuid, owner_hint, None, 0)
-            if claim.ok:
-                log.info("context %s: owner %s restored from DRP", spec.uuid, owner_hint)
+        """Write ``spec``. When the store knows no owner but DRP names a live node of the tag
+        with room (state rebuilt after Redis lost it, or a cluster member placed by the
+        broker), that node gets it: no second container elsewhere, members spread."""
+        if owner_hint and self.store.owner(spec.uuid) is None:
+            record = self.store.membership(owner_hint)
+            if record is not None and spec.tag in record.tags:
+                claim = self.store.claim(spec.uuid, owner_hint, None, record.stats.capacity)
+                if claim.ok:
+                    log.info("context %s: placed on %s as DRP names it", spec.uuid, owner_hint)
         self.api.apply(spec)
+
+    def live_nodes(self, tag: str) -> dict[str, tuple[int, int]]:
+        return {
+            view.name: (self.store.count_owned(view.name), view.record.stats.capacity)
+            for view in self.store.nodes()
+            if view.alive and view.record is not None and tag in view.record.tags
+        }
 
     def remove(self, uuid: str) -> None:
         self.api.remove(uuid)

@@ -88,6 +88,9 @@ class MemSink:
     def renudge_stalled(self) -> int:
         return 0
 
+    def live_nodes(self, tag: str) -> dict[str, tuple[int, int]]:
+        return {}
+
     def present(self) -> dict[str, str]:
         return {u: fp for u, (p, fp) in self.desired.items() if p and fp}
 
