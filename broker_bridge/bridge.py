@@ -307,7 +307,8 @@ class Bridge:
                 self._bad(uuid, exc.reason)
                 return
         if w is None:
-            if force or self.written.get(uuid) is not None or uuid not in self.written:
+            known_absent = uuid in self.written and self.written[uuid] is None
+            if force or not known_absent:
                 current = await asyncio.to_thread(self.sink.current, uuid)
                 if current is not None and current[0]:
                     await asyncio.to_thread(self.sink.remove, uuid)

@@ -119,14 +119,11 @@ class DrpClient:
 
     async def _bearer(self, renew: bool = False) -> str:
         async with self._token_lock:
-            if renew or self._token is None or time.monotonic() > self._token_expires:
-                if self.config.token and not renew:
-                    self._token = self.config.token
-                elif self.config.username and self.config.password:
-                    await self._fetch_user_token()
-                elif self.config.token:
-                    raise DrpAuthError("DRP rejected the configured token", 401)
-            assert self._token is not None
+            stale = renew or self._token is None or time.monotonic() > self._token_expires
+            if stale and self.config.username and self.config.password:
+                await self._fetch_user_token()
+            if self._token is None:
+                raise DrpAuthError("no DRP credentials (token or user/password)")
             return self._token
 
     async def _fetch_user_token(self) -> None:

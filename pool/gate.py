@@ -87,7 +87,7 @@ class LimitGate:
         self.held: deque[Held] = deque()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._reported: tuple[int, float] = (-1, 0.0)
+        self._reported_at = 0.0
         self.admitted = 0
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -140,7 +140,7 @@ class LimitGate:
                     poll_s = min(POLL_MAX_S, poll_s * 2)
                 else:
                     delay = wake if wake is not None else POLL_MAX_S
-                self._stop.wait(max(0.001, delay))
+                self._stop.wait(max(0.001, min(delay, REPORT_S)))  # report while waiting
         finally:
             self._requeue_held()
             self._report(force=True)
@@ -239,10 +239,9 @@ class LimitGate:
 
     def _report(self, force: bool = False) -> None:
         held, at = len(self.held), time.monotonic()
-        last_held, last_at = self._reported
-        if force or held != last_held or at - last_at >= REPORT_S:
+        if force or at - self._reported_at >= REPORT_S:  # one write a second, not per message
             try:
                 self.limiter.report_waiting(self.name, self.node, held)
             except CtxpoolError:
                 return
-            self._reported = (held, at)
+            self._reported_at = at

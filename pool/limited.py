@@ -27,6 +27,7 @@ from celery.exceptions import Ignore
 
 from pool.errors import ConfigError, CtxpoolError
 from pool.gate import H_ADMITTED, H_ATTEMPTS, H_KEY, H_LIMIT
+from pool.limiter import Limiter
 from pool.limits import LimitSpec
 from pool.queues import limit_queue
 
@@ -116,7 +117,7 @@ class LimitedTask(Task):  # type: ignore[misc]
     # ---- plumbing ----------------------------------------------------------------------------
 
     @property
-    def limiter(self) -> Any:
+    def limiter(self) -> Limiter:
         from pool.runtime import runtime
 
         return runtime(self.app).limiter

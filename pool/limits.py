@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import re
 import string
+from functools import cached_property
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -100,12 +101,12 @@ class LimitSpec(BaseModel):
             template_fields(value)
         return value or None
 
-    @property
+    @cached_property
     def per_s(self) -> float:
-        """Tokens per second."""
+        """Tokens per second (parsed once: the limiter reads it on every acquire)."""
         return parse_rate(self.rate)
 
-    @property
+    @cached_property
     def interval_s(self) -> float:
         """Seconds between two tokens."""
         return 1.0 / self.per_s

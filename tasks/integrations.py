@@ -21,6 +21,7 @@ from pool.drpcalls import DRP_LIMIT, DrpCall, describe, to_http
 from pool.errors import ConfigError, CtxpoolError
 from pool.httpcall import HttpRequest, HttpResult, perform, redact_query
 from pool.limited import Deferred, LimitedTask
+from pool.limits import LimitSpec
 from pool.runtime import runtime
 
 log = logging.getLogger(__name__)
@@ -100,12 +101,11 @@ class HttpTask(_RecordingTask):
         options.setdefault("kwargsrepr", repr({"request": redacted_request(req)}))
         return super().apply_async(args, kwargs, **options)
 
-    def limit_name(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-        return str(_parse(HttpRequest, kwargs.get("request")).limit)
-
-    def limit_fields(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-        fields: dict[str, Any] = _parse(HttpRequest, kwargs.get("request")).key_fields()
-        return fields
+    def resolve(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, LimitSpec, str]:
+        """The request's own limit, keyed by its host (one parse for both)."""
+        req: HttpRequest = _parse(HttpRequest, kwargs.get("request"))
+        spec = self.app.ctxpool_settings.limits.get(req.limit)
+        return req.limit, spec, spec.render_key(req.key_fields())
 
     def attempt_budget(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
         return int(_parse(HttpRequest, kwargs.get("request")).max_attempts)
