@@ -40,9 +40,9 @@ from broker_bridge.client import DrpClient, DrpConfig
 from broker_bridge.drpsim import new_machine
 from broker_bridge.models import Context
 from broker_bridge.sink import PoolSink
-from pool.celery_app import RECONCILE_TASK, create_app
-from pool.models import Nudge
-from pool.runtime import runtime
+from pool.appconfig import create_app
+from pool.contexts.models import Nudge
+from pool.queues import RECONCILE_TASK
 from pool.settings import Settings
 from tests import support
 
@@ -214,7 +214,7 @@ async def run_bridge(
 ) -> tuple[float, Bridge, Counter[str]]:
     app = create_app()
     app.use_settings(settings)
-    rt = runtime(app)
+    rt = app.runtime
     nudges: Counter[str] = Counter()
     real_publish = rt.publish
 
@@ -255,7 +255,7 @@ async def run_resync(replay: Replay, settings: Settings) -> tuple[float, float, 
     them up to date) while a ticker measures how long the event loop ever stalls."""
     app = create_app()
     app.use_settings(settings)
-    rt = runtime(app)
+    rt = app.runtime
     client = DrpClient(DrpConfig(url=replay.url, token=TOKEN))
     bridge = Bridge(client, PoolSink(rt.store, rt.api), BridgeConfig(endpoints=(replay.url,)))
     worst = 0.0

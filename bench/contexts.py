@@ -27,10 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import docker
 
-from pool.celery_app import create_app
-from pool.engine import DockerEngine
-from pool.models import ContextSpec, RunState
-from pool.runtime import runtime
+from pool.appconfig import create_app
+from pool.contexts.engine import DockerEngine
+from pool.contexts.models import ContextSpec, RunState
 from pool.settings import Settings
 from tests import support
 
@@ -59,7 +58,7 @@ def raw_round(
 def pool_round(app_settings: Settings, specs: list[ContextSpec]) -> float:
     app = create_app()
     app.use_settings(app_settings)
-    api = runtime(app).api
+    api = app.runtime.api
     start = time.perf_counter()
     for spec in specs:
         api.apply(spec)

@@ -29,8 +29,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import tasks.integrations as ti
-from pool.celery_app import create_app
-from pool.httpcall import HttpRequest
+from pool.appconfig import create_app
+from pool.calls.http import HttpRequest
 from pool.settings import Settings
 from tests import support
 

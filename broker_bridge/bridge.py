@@ -32,7 +32,6 @@ from broker_bridge.clusters import reconcile_cluster
 from broker_bridge.coalesce import Coalescer
 from broker_bridge.models import Context, Machine
 from broker_bridge.translate import (
-    MEMBER_PARAM,
     SLIM_PARAMS,
     BadObject,
     Wanted,
@@ -40,7 +39,8 @@ from broker_bridge.translate import (
     wanted,
 )
 from pool.backoff import Backoff
-from pool.models import ContextSpec
+from pool.contexts.models import ContextSpec
+from pool.drp.params import MEMBER_PARAM
 
 log = logging.getLogger(__name__)
 

@@ -23,15 +23,13 @@ from typing import Any
 
 from broker_bridge.client import DrpClient, DrpNotFoundError
 from broker_bridge.models import Machine
-from broker_bridge.translate import (
+from broker_bridge.translate import count_of, str_param, tag_of
+from pool.drp.params import (
     MEMBER_PARAM,
     MEMBERS_PARAMS,
     OWNER_PARAMS,
     RESOURCE_BROKER_PARAM,
     TAG_PARAMS,
-    count_of,
-    str_param,
-    tag_of,
 )
 
 log = logging.getLogger(__name__)

@@ -13,8 +13,7 @@ from broker_bridge.bridge import Bridge, BridgeConfig
 from broker_bridge.client import DrpClient, DrpConfig, DrpError
 from broker_bridge.metrics import BridgeCollector
 from broker_bridge.sink import PoolSink
-from pool.celery_app import create_app
-from pool.runtime import runtime
+from pool.appconfig import create_app
 from pool.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,7 +40,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     config = DrpConfig.from_settings(settings)
     app = create_app()
     app.use_settings(settings)
-    rt = runtime(app)
+    rt = app.runtime
     client = DrpClient(config)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

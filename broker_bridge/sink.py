@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 
 from broker_bridge.bridge import spec_fingerprint
-from pool.contexts import ContextAPI
-from pool.models import ContextSpec, Desired, Nudge
+from pool.contexts.api import ContextAPI
+from pool.contexts.models import ContextSpec, Desired, Nudge
+from pool.contexts.store import StateStore
 from pool.queues import DEFAULT_TAG, tag_queue
-from pool.store import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ class PoolSink:
         with room (state rebuilt after Redis lost it, or a cluster member placed by the
         broker), that node gets it: no second container elsewhere, members spread."""
         if owner_hint and self.store.owner(spec.uuid) is None:
-            record = self.store.membership(owner_hint)
+            record = self.store.members.membership(owner_hint)
             if record is not None and spec.tag in record.tags:
                 claim = self.store.claim(spec.uuid, owner_hint, None, record.stats.capacity)
                 if claim.ok:
@@ -46,7 +46,7 @@ class PoolSink:
     def live_nodes(self, tag: str) -> dict[str, tuple[int, int]]:
         return {
             view.name: (self.store.count_owned(view.name), view.record.stats.capacity)
-            for view in self.store.nodes()
+            for view in self.store.members.nodes()
             if view.alive and view.record is not None and tag in view.record.tags
         }
 

@@ -14,20 +14,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker_bridge.models import Context, Machine
+from pool.contexts.models import ContextSpec
+from pool.drp.params import (
+    COUNT_PARAMS,
+    DEFAULT_ENGINE,
+    MEMBER_PARAM,
+    OWNER_PARAMS,
+    TAG_PARAMS,
+    UNPLACED,
+)
 from pool.errors import CtxpoolError
-from pool.models import ContextSpec
 from pool.queues import DEFAULT_TAG
 from pool.settings import validate_name
-
-OWNER_PARAMS = ("docker-context/owner", "context-broker/owner")
-TAG_PARAMS = ("docker-context/tag", "context-broker/tag")
-RESOURCE_BROKER_PARAM = "resource/broker"
-COUNT_PARAMS = ("cluster/count", "context-broker/count")
-MEMBERS_PARAMS = ("cluster/machines", "context-broker/machines")
-#: The owner value DRP's docker-context plugin uses for "not placed on a node yet".
-UNPLACED = "docker-context"
-DEFAULT_ENGINE = "docker-context"
-DEFAULT_BROKER = "context-broker"
 
 
 class BadObject(CtxpoolError):  # noqa: N818 - names the thing that is bad
@@ -161,8 +159,6 @@ def wanted(
 
 #: Params whose change can change a machine's context (everything else is dropped early).
 RELEVANT_PARAMS = frozenset(OWNER_PARAMS + TAG_PARAMS)
-#: Marks a machine the context broker created for a cluster (value: the cluster's uuid).
-MEMBER_PARAM = "ctxpool/cluster"
 #: Params the bridge keeps of a machine (listing and cache).
 SLIM_PARAMS = RELEVANT_PARAMS | {MEMBER_PARAM}
 

@@ -11,11 +11,12 @@ from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError
 
+from pool.contexts.models import ContextStatus
+from pool.contexts.store import StateStore
 from pool.errors import CtxpoolError
-from pool.limitview import LimitView, limit_views
-from pool.models import ContextStatus, NodeView
+from pool.limits.view import LimitView, limit_views
+from pool.membership import NodeView
 from pool.settings import Settings
-from pool.store import StateStore
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -127,18 +128,17 @@ def format_limits(views: list[LimitView]) -> str:
 
 
 def _queue_depth(settings: Settings) -> Callable[[str], int | None]:
-    from pool.celery_app import create_app
-    from pool.runtime import runtime
+    from pool.appconfig import create_app
 
     app = create_app()
     app.use_settings(settings)
-    return runtime(app).queue_depth
+    return app.runtime.queue_depth
 
 
 def _serve_metrics(settings: Settings, store: StateStore, port: int, addr: str) -> int:
     from prometheus_client import CollectorRegistry, generate_latest, start_http_server
 
-    from pool.limiter import RedisLimiter
+    from pool.limits.limiter import RedisLimiter
     from pool.metrics import PoolCollector
 
     registry = CollectorRegistry()
@@ -177,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "metrics":
             return _serve_metrics(settings, store, args.port, args.addr)
         if args.command == "limits":
-            from pool.limiter import RedisLimiter
+            from pool.limits.limiter import RedisLimiter
 
             limiter = RedisLimiter.from_url(settings.redis_url, settings.key_prefix)
             lviews = limit_views(settings.limits, limiter, _queue_depth(settings))
@@ -187,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 else format_limits(lviews)
             )
         elif args.command == "nodes":
-            views = store.nodes()
+            views = store.members.nodes()
             out = (
                 json.dumps([v.model_dump(mode="json") for v in views], indent=2)
                 if args.json

@@ -22,11 +22,11 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from pool.contexts.store import StateStore
 from pool.errors import CtxpoolError
-from pool.limiter import COUNTERS, Limiter
-from pool.limits import Limits
-from pool.limitview import limit_views
-from pool.store import StateStore
+from pool.limits.limiter import COUNTERS, Limiter
+from pool.limits.spec import Limits
+from pool.limits.view import limit_views
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class PoolCollector(Collector):
         up = GaugeMetricFamily("ctxpool_exporter_redis_up", "1 when Redis answered this scrape")
         try:
             views = limit_views(self.limits, self.limiter, self.queue_depth)
-            nodes = self.store.nodes()
+            nodes = self.store.members.nodes()
         except CtxpoolError as exc:
             log.warning("metrics: %s", exc)
             up.add_metric([], 0)

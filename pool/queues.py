@@ -1,4 +1,5 @@
-"""Queue naming: ``tag-<tag>`` per tag, ``node-<node>`` per node, ``limit-<limit>`` per limit."""
+"""What travels on the broker: queue names (``tag-<tag>`` per tag, ``node-<node>`` per node,
+``limit-<limit>`` per limit) and task names."""
 
 from __future__ import annotations
 
@@ -10,6 +11,13 @@ TAG_PREFIX = "tag-"
 NODE_PREFIX = "node-"
 LIMIT_PREFIX = "limit-"
 DEFAULT_TAG = "default"
+
+#: Task modules every ctxpool app includes, and the task names the runtime sends.
+TASK_MODULES = ("tasks.contexts", "tasks.integrations")
+RECONCILE_TASK = "tasks.contexts.reconcile"
+SWEEP_TASK = "tasks.contexts.sweep"
+DRP_TASK = "tasks.integrations.drp"
+HTTP_TASK = "tasks.integrations.http"
 
 
 def tag_queue(tag: str) -> str:

@@ -1,44 +1,49 @@
-"""Per-process runtime: the clients a node or producer process needs, built lazily.
+"""Per-process runtime of a producer (bridge, CLI, tests): the clients it needs, built lazily.
 
-One :class:`Runtime` hangs off the Celery app. Prefork children rebuild their clients after
-the fork (``worker_process_init``); the node identity is fixed by the worker bootstep in the
-main process before children are forked.
+One :class:`Runtime` hangs off each Celery app (``app.runtime``). It never loads docker-py; a
+node's app uses :class:`pool.node.runtime.NodeRuntime`, which adds the engine, the reconciler
+and the sweeps. Prefork children rebuild their clients after the fork
+(``worker_process_init``).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-from pool.celery_app import DRP_TASK, RECONCILE_TASK
-from pool.drpcalls import DrpCall
-from pool.engine import DockerEngine
-from pool.errors import ConfigError
-from pool.limiter import RedisLimiter
-from pool.models import Nudge
-from pool.reconcile import NodeIdentity, Reconciler
+from pool.calls.records import CallRecords
+from pool.contexts.api import ContextAPI
+from pool.contexts.models import Nudge
+from pool.contexts.store import StateStore
+from pool.limits.limiter import RedisLimiter
+from pool.queues import RECONCILE_TASK
 from pool.settings import Settings
-from pool.store import StateStore
-from pool.sweep import Sweeper
 
 log = logging.getLogger(__name__)
 
-if TYPE_CHECKING:
-    from pool.celery_app import CtxpoolCelery
-    from pool.contexts import ContextAPI
+
+class AppLike(Protocol):
+    """What the runtime needs of its Celery app."""
+
+    @property
+    def ctxpool_settings(self) -> Settings: ...
+
+    @property
+    def tasks(self) -> Any: ...
+
+    def send_task(self, name: str, *args: Any, **kwargs: Any) -> Any: ...
+
+    def connection_for_read(self) -> Any: ...
 
 
 class Runtime:
-    """Lazily built clients for one process."""
+    """Lazily built clients for one process (thread-safe)."""
 
-    def __init__(self, app: CtxpoolCelery) -> None:
+    def __init__(self, app: AppLike) -> None:
         self.app = app
-        self.identity: NodeIdentity | None = None
         self._lock = threading.Lock()
         self._store: StateStore | None = None
-        self._engine: DockerEngine | None = None
-        self._reconciler: Reconciler | None = None
         self._limiter: RedisLimiter | None = None
 
     @property
@@ -49,15 +54,13 @@ class Runtime:
         """Drop clients inherited over a fork (sockets must not be shared)."""
         with self._lock:
             self._store = None
-            self._engine = None
-            self._reconciler = None
             self._limiter = None
 
     @property
     def store(self) -> StateStore:
         with self._lock:
             if self._store is None:
-                s = self.app.ctxpool_settings
+                s = self.settings
                 self._store = StateStore.from_url(s.redis_url, s.key_prefix)
             return self._store
 
@@ -65,37 +68,19 @@ class Runtime:
     def limiter(self) -> RedisLimiter:
         with self._lock:
             if self._limiter is None:
-                s = self.app.ctxpool_settings
+                s = self.settings
                 self._limiter = RedisLimiter.from_url(s.redis_url, s.key_prefix)
             return self._limiter
 
     @property
-    def engine(self) -> DockerEngine:
-        with self._lock:
-            if self._engine is None:
-                self._engine = DockerEngine.from_settings(self.app.ctxpool_settings)
-            return self._engine
+    def calls(self) -> CallRecords:
+        """Records of integration calls (on the state store's Redis)."""
+        return CallRecords(self.store.redis, self.store.keys)
 
     @property
-    def reconciler(self) -> Reconciler:
-        if self.identity is None:
-            raise ConfigError("this process is not a ctxpool node (no worker identity)")
-        store, engine = self.store, self.engine
-        with self._lock:
-            if self._reconciler is None:
-                settings = self.app.ctxpool_settings
-                self._reconciler = Reconciler(
-                    store,
-                    engine,
-                    settings,
-                    self.identity,
-                    self.publish,
-                    self.report_to_drp if settings.drp_url else None,
-                )
-            return self._reconciler
-
-    def sweeper(self) -> Sweeper:
-        return Sweeper(self.reconciler, self.publish, self.queue_depth)
+    def api(self) -> ContextAPI:
+        """Desired-state writes plus nudges (what the bridge and producers use)."""
+        return ContextAPI(self.store, self.publish)
 
     def queue_depth(self, queue: str) -> int | None:
         """Messages waiting in ``queue`` on the broker; ``None`` when it cannot tell."""
@@ -110,29 +95,11 @@ class Runtime:
             log.debug("queue depth of %s unknown: %s", queue, exc)
             return None
 
-    @property
-    def api(self) -> ContextAPI:
-        from pool.contexts import ContextAPI
-
-        return ContextAPI(self.store, self.publish)
-
-    def report_to_drp(self, call: DrpCall) -> None:
-        """Queue a DRP API call through ``tasks.integrations.drp`` (bound by ``drp-api``)."""
-        self.app.tasks[DRP_TASK].apply_async(kwargs={"call": call.model_dump(mode="json")})
-
     def publish(self, nudge: Nudge, queue: str) -> None:
-        """Send a reconcile nudge to ``queue`` (declared on first use, so it waits there)."""
+        """Send a reconcile nudge to ``queue``.
+
+        Celery publishes a named direct queue through the default exchange (routing key = the
+        queue's name), so a nudge needs no exchange binding: a Redis that lost its data (and
+        kombu's ``_kombu.binding.*`` keys with it) cannot swallow it.
+        """
         self.app.send_task(RECONCILE_TASK, kwargs={"nudge": nudge.model_dump()}, queue=queue)
-
-
-_runtimes: dict[int, Runtime] = {}
-_runtimes_lock = threading.Lock()
-
-
-def runtime(app: CtxpoolCelery) -> Runtime:
-    """The runtime of ``app`` in this process."""
-    with _runtimes_lock:
-        rt = _runtimes.get(id(app))
-        if rt is None:
-            rt = _runtimes[id(app)] = Runtime(app)
-        return rt

@@ -21,7 +21,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from pool.limits import Limits
+from pool.limits.spec import Limits
 
 #: Linux capabilities a context spec may add back (everything else stays dropped).
 DEFAULT_CAP_ALLOWLIST = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID", "NET_BIND_SERVICE")
@@ -118,6 +118,9 @@ class Settings(BaseSettings):
     )
     broker_name: str = Field(
         "context-broker", description="Bridge: the resource/broker value of clusters it serves."
+    )
+    node_metrics_port: int = Field(
+        9810, ge=0, le=65535, description="Node: /healthz and /metrics port (0: none)."
     )
     coalesce_ms: int = Field(250, ge=0, le=60_000, description="Bridge: event coalescing window.")
     machine_token_ttl_s: int = Field(

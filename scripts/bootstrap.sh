@@ -75,7 +75,7 @@ ensure_rabbitmq() {  # RabbitMQ on 5672 for the broker matrix
 ensure_python() {  # the project and its dev tools, editable
   local stamp="$STATE_DIR/pip.stamp"
   if [ -f "$stamp" ] && [ "$stamp" -nt "$CTXPOOL_ROOT/pyproject.toml" ] \
-      && python3 -c 'import pool, celery, docker, fakeredis, pytest' >/dev/null 2>&1; then
+      && python3 -c "import pool, celery, docker, fakeredis, pytest, importlinter" >/dev/null 2>&1; then
     return 0
   fi
   say "installing ctxpool (pip install -e .[dev])"

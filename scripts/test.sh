@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Run every check: ruff, mypy, unit and integration tests (real Redis, real Docker engine,
+# Run every check: ruff, mypy, import contracts, unit and integration tests (real Redis, real Docker engine,
 # real worker subprocesses), then the integration tests again with RabbitMQ as the broker.
 # Installs and starts what it needs. Set CTXPOOL_SKIP_RABBITMQ=1 to skip the RabbitMQ pass
 # (not allowed under CI). Extra arguments go to pytest.
@@ -16,6 +16,10 @@ ruff check .
 ruff format --check .
 say "mypy --strict"
 mypy
+say "lint-imports (layering contracts in pyproject.toml)"
+lint-imports
+python3 -c "import broker_bridge.main, sys; assert 'docker' not in sys.modules, 'the bridge loads docker-py'"
+python3 -c "import pool.cli, sys; assert 'docker' not in sys.modules, 'the CLI loads docker-py'"
 
 say "pytest (broker: Redis)"
 python3 -m pytest -q -ra "$@"

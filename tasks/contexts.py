@@ -7,11 +7,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from pool import app
-from pool.celery_app import RECONCILE_TASK, SWEEP_TASK
+from pool.celery import app
+from pool.contexts.models import Nudge
 from pool.errors import StoreError
-from pool.models import Nudge
-from pool.runtime import runtime
+from pool.node.runtime import node_runtime
+from pool.queues import RECONCILE_TASK, SWEEP_TASK
 
 log = logging.getLogger(__name__)
 
@@ -28,19 +28,19 @@ log = logging.getLogger(__name__)
     max_retries=8,
 )
 def reconcile(self: Any, nudge: dict[str, Any]) -> str:
-    """Converge one context on its desired state (see ``pool.reconcile``)."""
+    """Converge one context on its desired state (see ``pool.contexts.reconcile``)."""
     try:
         parsed = Nudge.model_validate(nudge)
     except ValidationError as exc:
         log.error("dropped malformed nudge %r: %s", nudge, exc)
         return "invalid"
-    return runtime(self.app).reconciler.reconcile(parsed).value
+    return node_runtime(self.app).reconciler.reconcile(parsed).value
 
 
 @app.task(name=SWEEP_TASK, bind=True, acks_late=True, ignore_result=True)  # type: ignore[untyped-decorator]
 def sweep(self: Any, node: str) -> dict[str, Any]:
-    """Reconcile every context this node owns or has a container for (see ``pool.sweep``)."""
-    rt = runtime(self.app)
+    """Reconcile every context this node owns or has a container for (``pool.contexts.sweep``)."""
+    rt = node_runtime(self.app)
     if rt.identity is None or rt.identity.name != node:
         log.warning(
             "sweep for node %s reached %s: ignored",

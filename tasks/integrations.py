@@ -1,8 +1,8 @@
 """Integration tasks: calls to external services, each bound by a global limit.
 
-- ``tasks.integrations.http``: one HTTP call (:class:`pool.httpcall.HttpRequest`), bound by the
+- ``tasks.integrations.http``: one HTTP call (:class:`pool.calls.http.HttpRequest`), bound by the
   limit the request names (default ``http``, one bucket per host with the default template).
-- ``tasks.integrations.drp``: one DRP API call (:class:`pool.drpcalls.DrpCall`), bound by
+- ``tasks.integrations.drp``: one DRP API call (:class:`pool.calls.drp.DrpCall`), bound by
   ``drp-api``; the worker adds DRP's URL and credentials from its own settings.
 
 Results are recorded under ``call:<task id>`` (see :func:`result`) and returned.
@@ -10,24 +10,32 @@ Results are recorded under ``call:<task id>`` (see :func:`result`) and returned.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
 from celery import Celery, shared_task
 from pydantic import ValidationError
 
-import pool
-from pool.drpcalls import DRP_LIMIT, DrpCall, describe, to_http
+from pool.appconfig import CtxpoolCelery, create_app
+from pool.calls.drp import DRP_LIMIT, DrpCall, describe, to_http
+from pool.calls.http import HttpRequest, HttpResult, perform, redact_query
 from pool.errors import ConfigError, CtxpoolError
-from pool.httpcall import HttpRequest, HttpResult, perform, redact_query
-from pool.limited import Deferred, LimitedTask
-from pool.limits import LimitSpec
-from pool.runtime import runtime
+from pool.limits.spec import LimitSpec
+from pool.limits.task import Deferred, LimitedTask
+from pool.queues import DRP_TASK, HTTP_TASK
 
 log = logging.getLogger(__name__)
 
-HTTP_TASK = "tasks.integrations.http"
-DRP_TASK = "tasks.integrations.drp"
+
+@functools.cache
+def _default_app() -> CtxpoolCelery:
+    return create_app()
+
+
+def _app(app: Celery | None) -> Any:
+    """The producer's app; by default one built from the environment (no Docker code)."""
+    return app if app is not None else _default_app()
 
 
 def _parse(model: type[HttpRequest] | type[DrpCall], value: Any) -> Any:
@@ -41,12 +49,10 @@ class _RecordingTask(LimitedTask):
     """Records every final outcome (success, failure, exhausted deferrals)."""
 
     def record(self, result: HttpResult) -> dict[str, Any]:
-        rt = runtime(self.app)
+        rt = self.app.runtime
         data = result.model_dump(mode="json")
         try:
-            rt.store.put_call(
-                result.task_id, result.model_dump_json(), rt.settings.call_record_ttl_s
-            )
+            rt.calls.put(result.task_id, result.model_dump_json(), rt.settings.call_record_ttl_s)
         except CtxpoolError as exc:
             log.warning("call %s: result not recorded: %s", result.task_id, exc)
         return data
@@ -122,7 +128,7 @@ class HttpTask(_RecordingTask):
 
 @shared_task(base=HttpTask, bind=True, name=HTTP_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
 def http(self: HttpTask, request: dict[str, Any]) -> dict[str, Any]:
-    """Make one HTTP call (see :class:`pool.httpcall.HttpRequest`); 429/5xx are deferred."""
+    """Make one HTTP call (see :class:`pool.calls.http.HttpRequest`); 429/5xx are deferred."""
     return self.run_http(_parse(HttpRequest, request))
 
 
@@ -146,7 +152,7 @@ def drp(self: DrpTask, call: dict[str, Any]) -> dict[str, Any]:
     """Make one DRP API call with this worker's DRP URL and credentials."""
     parsed = _parse(DrpCall, call)
     try:
-        req = to_http(parsed, runtime(self.app).settings)
+        req = to_http(parsed, self.app.runtime.settings)
     except ConfigError as exc:
         log.error("DRP call %s not made: %s", describe(parsed), exc)
         return self.failed(None, str(exc), self.attempt())
@@ -158,24 +164,24 @@ def submit_http(req: HttpRequest, app: Celery | None = None, **options: Any) -> 
 
     Args:
         req: the call.
-        app: the producer's Celery app (default ``pool.app``, configured from the environment).
+        app: the producer's Celery app (default: one built from the environment).
         options: more ``apply_async`` options (``task_id``, ``expires``, ...).
 
     Raises:
         ConfigError: the request names an unknown limit.
     """
-    task = (app or pool.app).tasks[HTTP_TASK]
+    task = _app(app).tasks[HTTP_TASK]
     payload = {"request": req.model_dump(mode="json", by_alias=True)}
     return str(task.apply_async(kwargs=payload, **options).id)
 
 
 def submit_drp(call: DrpCall, app: Celery | None = None, **options: Any) -> str:
     """Queue one DRP API call; returns its task id."""
-    task = (app or pool.app).tasks[DRP_TASK]
+    task = _app(app).tasks[DRP_TASK]
     return str(task.apply_async(kwargs={"call": call.model_dump(mode="json")}, **options).id)
 
 
 def result(task_id: str, app: Celery | None = None) -> HttpResult | None:
     """The recorded outcome of a call, or ``None`` while it is pending (or expired)."""
-    raw = runtime(app or pool.app).store.get_call(task_id)
+    raw = _app(app).runtime.calls.get(task_id)
     return HttpResult.model_validate_json(raw) if raw else None

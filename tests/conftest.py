@@ -13,11 +13,10 @@ import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pool.celery_app import CtxpoolCelery, create_app
-from pool.contexts import ContextAPI
-from pool.runtime import runtime
+from pool.appconfig import CtxpoolCelery, create_app
+from pool.contexts.api import ContextAPI
+from pool.contexts.store import StateStore
 from pool.settings import Settings
-from pool.store import StateStore
 from tests import support
 
 
@@ -60,6 +59,7 @@ def pool_env(redis_conn: redis.Redis, run_id: str, test_image: str) -> dict[str,
         "CTXPOOL_ALLOWED_IMAGES": "ctxpool-test/*",
         "CTXPOOL_PULL_MISSING_IMAGES": "false",
         "CTXPOOL_SEND_EVENTS": "false",
+        "CTXPOOL_NODE_METRICS_PORT": "0",
     }
 
 
@@ -84,7 +84,7 @@ def store(pool_env: dict[str, str]) -> StateStore:
 
 @pytest.fixture
 def api(producer_app: CtxpoolCelery) -> ContextAPI:
-    return runtime(producer_app).api
+    return producer_app.runtime.api
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ import os
 
 import requests
 
-from pool import app
-from pool.limited import LimitedTask
+from pool.celery import app
+from pool.limits.task import LimitedTask
 
 __all__ = ["app"]
 

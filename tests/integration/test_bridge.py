@@ -15,8 +15,8 @@ import redis
 
 from broker_bridge.drpsim import DrpSim
 from broker_bridge.main import serve
+from pool.contexts.store import StateStore
 from pool.settings import Settings
-from pool.store import StateStore
 from tests import support
 from tests.conftest import _settings_from
 from tests.support import Worker, wait_for

@@ -9,10 +9,10 @@ from collections.abc import Callable
 import docker
 import pytest
 
-from pool.contexts import ContextAPI
-from pool.models import ContextSpec, Desired, Nudge, RunState
+from pool.contexts.api import ContextAPI
+from pool.contexts.models import ContextSpec, Desired, Nudge, RunState
+from pool.contexts.store import StateStore
 from pool.queues import node_queue, tag_queue
-from pool.store import StateStore
 from tests import support
 from tests.support import Worker, wait_for
 
@@ -124,7 +124,7 @@ def test_contexts_land_on_their_tag_and_capacity_backlog_waits_in_broker(
         lambda: all(store.status(u).state is RunState.RUNNING for u in audit), 60, what="audit"
     )
     gated = wait_for(
-        lambda: (m := store.membership("node-ci")) is not None and m.stats.gated,
+        lambda: (m := store.members.membership("node-ci")) is not None and m.stats.gated,
         10,
         what="ci node gated",
     )

@@ -11,10 +11,10 @@ import pytest
 import redis
 
 import tasks.integrations as ti
-from pool.celery_app import CtxpoolCelery
-from pool.httpcall import HttpRequest
-from pool.limiter import RedisLimiter
-from pool.limits import LimitSpec
+from pool.appconfig import CtxpoolCelery
+from pool.calls.http import HttpRequest
+from pool.limits.limiter import RedisLimiter
+from pool.limits.spec import LimitSpec
 from tests import support
 from tests.support import RecordingServer, Worker, wait_for, window_counts
 
@@ -51,7 +51,7 @@ TEST_QUEUES = ["limit-http", "limit-slow", "limit-crawl", "limit-fast", "tag-def
 def lim_app(
     producer_app: CtxpoolCelery, limits_env: dict[str, str], pool_env: dict[str, str]
 ) -> Iterator[CtxpoolCelery]:
-    from pool.celery_app import create_app
+    from pool.appconfig import create_app
     from tests.conftest import _settings_from
 
     support.purge_queues(TEST_QUEUES)
@@ -94,9 +94,8 @@ def test_global_rate_holds_across_nodes_and_processes(
 
 
 def _limiter_counters(app: CtxpoolCelery) -> dict[str, int]:
-    from pool.runtime import runtime
 
-    return runtime(app).limiter.counters("http")
+    return app.runtime.limiter.counters("http")
 
 
 def test_concurrency_limit_survives_kill9(
@@ -273,8 +272,8 @@ def test_node_writes_owner_and_errors_back_to_drp(
     test_image: str,
 ) -> None:
     """A claim sets docker-context/owner; an error sets docker-context/error; a fix clears it."""
-    from pool.contexts import ContextAPI
-    from pool.models import ContextSpec
+    from pool.contexts.api import ContextAPI
+    from pool.contexts.models import ContextSpec
 
     assert isinstance(api, ContextAPI)
     owner_path = "/api/v3/machines/m1/params/docker-context%2Fowner"

@@ -12,9 +12,9 @@ import docker
 import pytest
 from kombu import Connection, Exchange, Queue
 
-from pool.contexts import ContextAPI
-from pool.models import ContextSpec, Resources, RunState
-from pool.store import StateStore
+from pool.contexts.api import ContextAPI
+from pool.contexts.models import ContextSpec, Resources, RunState
+from pool.contexts.store import StateStore
 from tests import support
 from tests.support import Worker, wait_for
 
@@ -55,14 +55,14 @@ def test_node_registers_queues_and_membership(
     ).stdout
     assert "'name': 'tag-ci'" in out
     assert "'name': 'node-node-a1'" in out
-    record = wait_for(lambda: store.membership("node-a1"), what="membership record")
+    record = wait_for(lambda: store.members.membership("node-a1"), what="membership record")
     assert record.tags == ["ci"]
     assert sorted(record.queues) == ["node-node-a1", "tag-ci"]
     assert record.worker_id.startswith("node-a1@")
     assert record.stats.capacity == 20
     assert record.annotations.engine == "docker-context"
     assert record.annotations.docker_version not in ("", "unreachable")
-    views = {v.name: v for v in store.nodes()}
+    views = {v.name: v for v in store.members.nodes()}
     assert views["node-a1"].alive
 
 

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from broker_bridge.bridge import Bridge, BridgeConfig, fingerprint, spec_fingerprint
 from broker_bridge.models import Context, Machine
 from broker_bridge.translate import wanted
-from pool.models import ContextSpec
+from pool.contexts.models import ContextSpec
 
 logging.getLogger("broker_bridge").setLevel(logging.ERROR)  # junk events warn by design
 

@@ -9,9 +9,8 @@ import socket
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from pool import drpcalls
-from pool.errors import ConfigError
-from pool.httpcall import (
+from pool.calls import drp as drpcalls
+from pool.calls.http import (
     MAX_RETRY_AFTER_S,
     HttpRequest,
     backoff_s,
@@ -19,7 +18,8 @@ from pool.httpcall import (
     redact_query,
     retry_after_s,
 )
-from pool.limited import Deferred
+from pool.errors import ConfigError
+from pool.limits.task import Deferred
 from pool.settings import Settings
 from tests.support import RecordingServer
 

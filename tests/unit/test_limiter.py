@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from pool.limiter import Limiter, MemoryLimiter, RedisLimiter
-from pool.limits import LimitSpec
+from pool.limits.limiter import Limiter, MemoryLimiter, RedisLimiter
+from pool.limits.spec import LimitSpec
 from tests import support
 
 

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from pool.errors import ConfigError
-from pool.limits import DEFAULT_LIMITS, Limits, LimitSpec, parse_rate
+from pool.limits.spec import DEFAULT_LIMITS, Limits, LimitSpec, parse_rate
 from pool.settings import Settings
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from pool.celery_app import celery_config
+from pool.appconfig import celery_config
 from pool.cli import format_contexts, format_nodes
-from pool.models import ContextSpec, ContextStatus, Desired, Membership, NodeView, RunState
+from pool.contexts.models import ContextSpec, ContextStatus, Desired, RunState
+from pool.membership import Membership, NodeView
 from pool.queues import node_queue, tag_queue, tags_of
 from pool.settings import Settings, redact_url
 

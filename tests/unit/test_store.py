@@ -7,9 +7,10 @@ import time
 import pytest
 import redis
 
+from pool.contexts.models import ContextSpec, Desired
+from pool.contexts.store import LockHolder, StateStore
 from pool.errors import StoreError
-from pool.models import ContextSpec, Desired, Membership
-from pool.store import LockHolder, StateStore
+from pool.membership import Membership
 
 
 @pytest.fixture
@@ -115,12 +116,12 @@ def test_finalize_absent_requires_current_generation(st: StateStore) -> None:
 
 
 def test_membership_ttl_and_listing(st: StateStore) -> None:
-    st.heartbeat(Membership(node="n1", worker_id="n1@h", incarnation="i"), ttl_s=0.3)
-    assert st.is_alive("n1")
-    assert [v.name for v in st.nodes() if v.alive] == ["n1"]
+    st.members.heartbeat(Membership(node="n1", worker_id="n1@h", incarnation="i"), ttl_s=0.3)
+    assert st.members.is_alive("n1")
+    assert [v.name for v in st.members.nodes() if v.alive] == ["n1"]
     time.sleep(0.4)
-    assert not st.is_alive("n1")
-    views = st.nodes()
+    assert not st.members.is_alive("n1")
+    views = st.members.nodes()
     assert [(v.name, v.alive) for v in views] == [("n1", False)]
 
 

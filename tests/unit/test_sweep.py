@@ -7,11 +7,12 @@ import time
 import pytest
 import redis
 
-from pool.models import ContextSpec, Desired, Membership, Nudge
-from pool.reconcile import NodeIdentity, Reconciler
+from pool.contexts.models import ContextSpec, Desired, Nudge
+from pool.contexts.reconcile import NodeIdentity, Reconciler
+from pool.contexts.store import StateStore
+from pool.contexts.sweep import Sweeper
+from pool.membership import Membership
 from pool.settings import Settings
-from pool.store import StateStore
-from pool.sweep import Sweeper
 
 
 @pytest.fixture
@@ -43,7 +44,7 @@ def test_pool_sweep_renudges_unowned_and_dead_owned(st: StateStore) -> None:
         _age(st, uuid, 60)
     st.claim("b", "dead-node", None)
     st.claim("c", "live-node", None)
-    st.heartbeat(Membership(node="live-node", worker_id="w", incarnation="i"), 30)
+    st.members.heartbeat(Membership(node="live-node", worker_id="w", incarnation="i"), 30)
     sent: list[tuple[str, str]] = []
     assert _sweeper(st, sent, depth=None).sweep_pool() == 2
     assert sorted(sent) == [("a", "tag-ci"), ("b", "tag-ci")]

@@ -1,7 +1,7 @@
 """HTTP calls to external services: request/result models and one execution step.
 
 :func:`perform` makes one attempt and classifies it: success, permanent failure, or
-:class:`~pool.limited.Deferred` (429, 5xx, connection errors, timeouts) with the delay the
+:class:`~pool.limits.task.Deferred` (429, 5xx, connection errors, timeouts) with the delay the
 target asked for (``Retry-After``) or a capped exponential backoff. Retrying is the limited
 task's job, through its limit queue, never a countdown in worker memory.
 """
@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import requests
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pool.limited import Deferred
+from pool.limits.task import Deferred
 
 Method = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 #: Statuses worth trying again (the target is overloaded or briefly unavailable).

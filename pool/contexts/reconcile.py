@@ -15,15 +15,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
 
-from pool import drpcalls
-from pool.drpcalls import DrpCall
-from pool.engine import DockerEngine
+from pool.contexts.engine import DockerEngine
+from pool.contexts.models import Desired, DesiredState, Nudge, Publisher, RunState
+from pool.contexts.store import LockHolder, StateStore
 from pool.errors import EngineError, PermanentContextError
-from pool.models import Desired, DesiredState, Nudge, RunState
 from pool.queues import node_queue, tag_queue
 from pool.settings import Settings
-from pool.store import LockHolder, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -32,13 +31,35 @@ MAX_HOPS = 8
 #: Rounds one handler runs while new work keeps arriving before it hands the rest on.
 MAX_ROUNDS = 5
 
-#: Sends a nudge to a queue: ``publish(nudge, queue_name)``.
-Publisher = Callable[[Nudge, str], None]
-#: Queues a DRP API call (``tasks.integrations.drp``, bound by the ``drp-api`` limit).
-Reporter = Callable[[DrpCall], None]
-#: DRP machine params a node writes back: who runs the context, and why it cannot run.
-DRP_OWNER_PARAM = "docker-context/owner"
-DRP_ERROR_PARAM = "docker-context/error"
+
+class Reporter(Protocol):
+    """Where the reconciler reports outcomes others must learn about (DRP, in production).
+
+    Each is reported once per change, not per reconcile. Implementations must not block for
+    long and must not raise for transport trouble they can retry themselves.
+    """
+
+    def owner_changed(self, uuid: str, owner: str) -> None:
+        """``owner`` now runs the context (a fresh claim or a takeover)."""
+
+    def error_set(self, uuid: str, error: str) -> None:
+        """The context cannot run: ``error`` says why (new or changed message)."""
+
+    def error_cleared(self, uuid: str) -> None:
+        """A recorded error is fixed: the context runs."""
+
+
+class NullReporter:
+    """Reports to no one (no DRP configured, tests)."""
+
+    def owner_changed(self, uuid: str, owner: str) -> None:
+        return None
+
+    def error_set(self, uuid: str, error: str) -> None:
+        return None
+
+    def error_cleared(self, uuid: str) -> None:
+        return None
 
 
 class Outcome(StrEnum):
@@ -79,16 +100,14 @@ class Reconciler:
         self.settings = settings
         self.node = node
         self.publish = publish
-        self.report = report
+        self.report: Reporter = report or NullReporter()
 
-    def _tell_drp(self, uuid: str, call: DrpCall) -> None:
-        """Queue a DRP write-back (owner, error) when DRP is configured; never fails the caller."""
-        if self.report is None:
-            return
+    def _tell(self, uuid: str, what: str, send: Callable[[], None]) -> None:
+        """Report an outcome; never fails the caller (the next change reports again)."""
         try:
-            self.report(call)
-        except Exception as exc:  # broker hiccup or config: the next change reports again
-            log.warning("context %s: DRP update %s not queued: %s", uuid, call.path, exc)
+            send()
+        except Exception as exc:  # broker hiccup or config
+            log.warning("context %s: %s not reported: %s", uuid, what, exc)
 
     # ---- locking ----------------------------------------------------------------------------
 
@@ -108,7 +127,7 @@ class Reconciler:
             except PermissionError:
                 return False
             return False
-        record = self.store.membership(holder.node)
+        record = self.store.members.membership(holder.node)
         return record is None or record.incarnation != holder.incarnation
 
     def reconcile(self, nudge: Nudge) -> Outcome:
@@ -178,7 +197,7 @@ class Reconciler:
         present = desired is not None and desired.desired is Desired.PRESENT
 
         if owner and owner != me:
-            if self.store.is_alive(owner):
+            if self.store.members.is_alive(owner):
                 return self._forward(uuid, owner, desired, hops)
             log.warning("context %s: owner %s is stalled, taking over", uuid, owner)
             capacity = self.node.capacity if present else 0
@@ -197,7 +216,7 @@ class Reconciler:
                 return Outcome.BUSY
             owner = me
             if present:
-                self._tell_drp(uuid, drpcalls.set_param(uuid, DRP_OWNER_PARAM, me))
+                self._tell(uuid, "owner", lambda: self.report.owner_changed(uuid, me))
 
         if desired is None:
             return self._orphan(uuid, owner)
@@ -219,7 +238,7 @@ class Reconciler:
             if not claim.ok:
                 return self._forward(uuid, claim.owner, desired, hops)
             fresh = True
-            self._tell_drp(uuid, drpcalls.set_param(uuid, DRP_OWNER_PARAM, me))
+            self._tell(uuid, "owner", lambda: self.report.owner_changed(uuid, me))
         return self._converge_present(uuid, desired, fresh)
 
     def _forward(self, uuid: str, owner: str, desired: DesiredState | None, hops: int) -> Outcome:
@@ -289,7 +308,8 @@ class Reconciler:
                 error_generation=desired.generation,
             )
             if previous != str(exc):
-                self._tell_drp(uuid, drpcalls.set_param(uuid, DRP_ERROR_PARAM, str(exc)))
+                error = str(exc)
+                self._tell(uuid, "error", lambda: self.report.error_set(uuid, error))
             return Outcome.ERROR
         previous = self.store.set_status(
             uuid,
@@ -302,7 +322,7 @@ class Reconciler:
             orphan_since=None,
         )
         if previous:
-            self._tell_drp(uuid, drpcalls.delete_param(uuid, DRP_ERROR_PARAM))
+            self._tell(uuid, "error cleared", lambda: self.report.error_cleared(uuid))
         log.info("context %s: %s (generation %d)", uuid, result.action.value, desired.generation)
         return Outcome.CONVERGED
 

@@ -25,7 +25,7 @@ from typing import Protocol
 import redis
 
 from pool.keys import Keys
-from pool.limits import LimitSpec
+from pool.limits.spec import LimitSpec
 from pool.redisutil import converting, lua
 
 #: Counters kept per limit.

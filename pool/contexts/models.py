@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated
 
@@ -161,45 +162,6 @@ class ContextStatus(BaseModel):
     updated_at: float | None = None
 
 
-class NodeStats(BaseModel):
-    load_avg: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    running_contexts: int = 0
-    capacity: int = 0
-    gated: bool = False
-
-
-class NodeAnnotations(BaseModel):
-    os: str = ""
-    arch: str = ""
-    engine: str = ""
-    docker_version: str = ""
-
-
-class Membership(BaseModel):
-    """A node's heartbeat record."""
-
-    node: str
-    worker_id: str = Field(description="Celery hostname: address for `celery inspect/control`.")
-    incarnation: str = Field(description="Random id of this worker start.")
-    host: str = ""
-    pid: int = 0
-    tags: list[str] = Field(default_factory=list)
-    queues: list[str] = Field(default_factory=list)
-    stats: NodeStats = Field(default_factory=NodeStats)
-    annotations: NodeAnnotations = Field(default_factory=NodeAnnotations)
-    started_at: float = 0.0
-    heartbeat_at: float = 0.0
-
-
-class NodeView(BaseModel):
-    """A node as the CLI lists it: its last record and whether it is alive."""
-
-    name: str
-    alive: bool
-    last_seen: float
-    record: Membership | None = None
-
-
 class Nudge(BaseModel):
     """Payload of ``tasks.contexts.reconcile``: which context to look at (nothing else)."""
 
@@ -210,3 +172,7 @@ class Nudge(BaseModel):
     hops: int = Field(0, ge=0, le=16, description="Forwards so far, to break forwarding loops.")
 
     _uuid = field_validator("uuid")(check_uuid)
+
+
+#: Sends a nudge to a queue: ``publish(nudge, queue_name)``.
+Publisher = Callable[[Nudge, str], None]

@@ -1,9 +1,10 @@
-"""The Python API the bridge and tests use: write desired state, send the nudge.
+"""The producer API the bridge and tests use: write desired state, send the nudge.
 
-    from pool import app, contexts
-    contexts.apply(spec)            # create or update
-    contexts.remove(uuid)           # delete
-    contexts.status(uuid)           # desired + observed state
+    from pool.appconfig import create_app
+    api = create_app().runtime.api
+    api.apply(spec)                 # create or update
+    api.remove(uuid)                # delete
+    api.status(uuid)                # desired + observed state
 
 A nudge goes to the live owner's ``node-<owner>`` queue, else to ``tag-<tag>`` where the first
 free node with that tag claims it.
@@ -13,12 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pool.celery_app import CtxpoolCelery
-from pool.models import ContextSpec, ContextStatus, Desired, Nudge
+from pool.contexts.models import ContextSpec, ContextStatus, Desired, Nudge, Publisher
+from pool.contexts.store import StateStore
 from pool.queues import DEFAULT_TAG, node_queue, tag_queue
-from pool.reconcile import Publisher
-from pool.runtime import runtime
-from pool.store import StateStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,33 +73,6 @@ class ContextAPI:
 
     def _queue(self, uuid: str, tag: str) -> str:
         owner = self.store.owner(uuid)
-        if owner and self.store.is_alive(owner):
+        if owner and self.store.members.is_alive(owner):
             return node_queue(owner)
         return tag_queue(tag)
-
-
-def _api(app: CtxpoolCelery | None) -> ContextAPI:
-    if app is None:
-        from pool import app as default_app
-
-        app = default_app
-    return runtime(app).api
-
-
-def apply(
-    spec: ContextSpec, generation: int | None = None, *, app: CtxpoolCelery | None = None
-) -> ApplyResult:
-    """:meth:`ContextAPI.apply` on ``app`` (default: ``pool.app``)."""
-    return _api(app).apply(spec, generation)
-
-
-def remove(
-    uuid: str, generation: int | None = None, *, app: CtxpoolCelery | None = None
-) -> ApplyResult:
-    """:meth:`ContextAPI.remove` on ``app`` (default: ``pool.app``)."""
-    return _api(app).remove(uuid, generation)
-
-
-def status(uuid: str, *, app: CtxpoolCelery | None = None) -> ContextStatus:
-    """:meth:`ContextAPI.status` on ``app`` (default: ``pool.app``)."""
-    return _api(app).status(uuid)

@@ -4,8 +4,8 @@ Declare a limit on a task with ``@app.task(base=LimitedTask, limit="redfish")``.
 
 - ``apply_async``/``delay`` route the message to ``limit-<limit>`` with the limit and bucket key
   in its headers (an unknown limit or a missing key field fails here, at the producer);
-- a node's gate (:mod:`pool.gate`) admits it when the limiter grants a token and forwards it to
-  the node's own queue, where the task runs at once;
+- a node's gate (:mod:`pool.limits.gate`) admits it when the limiter grants a token and
+  forwards it to the node's own queue, where the task runs at once;
 - the task body runs only with an admission. A message that bypassed the gate, or was admitted
   but started later than the limit's ``max_lag_s`` (its node was busy), goes back to
   ``limit-<limit>`` instead of running: a late start could otherwise bunch calls.
@@ -26,9 +26,9 @@ from celery import Task
 from celery.exceptions import Ignore
 
 from pool.errors import ConfigError, CtxpoolError
-from pool.gate import H_ADMITTED, H_ATTEMPTS, H_KEY, H_LIMIT
-from pool.limiter import Limiter
-from pool.limits import LimitSpec
+from pool.limits.gate import H_ADMITTED, H_ATTEMPTS, H_KEY, H_LIMIT
+from pool.limits.limiter import Limiter
+from pool.limits.spec import LimitSpec
 from pool.queues import limit_queue
 
 log = logging.getLogger(__name__)
@@ -118,9 +118,8 @@ class LimitedTask(Task):  # type: ignore[misc]
 
     @property
     def limiter(self) -> Limiter:
-        from pool.runtime import runtime
-
-        return runtime(self.app).limiter
+        limiter: Limiter = self.app.runtime.limiter
+        return limiter
 
     def resolve(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, LimitSpec, str]:
         """``(limit name, spec, bucket key)`` of one call.

@@ -13,7 +13,7 @@ process, with its own broker connection), which:
 
 So the backlog stays in the broker, a worker process never sleeps on a token, a token is only
 taken when a message is in hand (none wasted while work waits), and the node's other queues
-keep flowing. See :mod:`pool.limited` for the task side.
+keep flowing. See :mod:`pool.limits.task` for the task side.
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ from kombu import Connection, Message, Producer
 
 from pool.backoff import Backoff
 from pool.errors import CtxpoolError
-from pool.limiter import Limiter
-from pool.limits import LimitSpec
+from pool.health import Health
+from pool.limits.limiter import Limiter
+from pool.limits.spec import LimitSpec
 from pool.queues import direct_queue, limit_queue, node_queue
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ POLL_MAX_S = 0.25
 SLOT_POLL_S = 0.05
 #: How often the gate reports the number of messages it holds.
 REPORT_S = 1.0
+#: A gate whose loop made no round for this long is unhealthy (rounds take at most ~1 s).
+STALE_AFTER_S = 60.0
 
 
 @dataclass(slots=True)
@@ -75,6 +78,7 @@ class LimitGate:
         broker_url: str,
         transport_options: dict[str, Any],
         node: str,
+        health: Health | None = None,
     ) -> None:
         self.name = name
         self.spec = spec
@@ -89,10 +93,13 @@ class LimitGate:
         self._thread: threading.Thread | None = None
         self._reported_at = 0.0
         self.admitted = 0
+        self.health = health or Health(f"gate-{name}")
+        self.loop = f"gate-{name}"
 
     # ---- lifecycle -------------------------------------------------------------------------
 
     def start(self) -> None:
+        self.health.register(self.loop, STALE_AFTER_S)
         self._thread = threading.Thread(
             target=self._run, name=f"ctxpool-gate-{self.name}", daemon=True
         )
@@ -106,20 +113,27 @@ class LimitGate:
 
     def _run(self) -> None:
         backoff = Backoff(base_s=0.5, cap_s=30.0)
-        while not self._stop.is_set():
-            try:
-                with Connection(self.broker_url, transport_options=self.transport_options) as conn:
-                    conn.ensure_connection(max_retries=3)
-                    backoff.reset()
-                    self._serve(conn)
-            except CtxpoolError as exc:
-                log.warning("gate %s: %s (retrying)", self.name, exc)
-            except Exception as exc:  # broker down, connection reset: back off, reconnect
-                log.warning(
-                    "gate %s: broker: %s: %s (retrying)", self.name, type(exc).__name__, exc
-                )
-            if not self._stop.is_set():
-                self._stop.wait(backoff.next_s())
+        try:
+            while not self._stop.is_set():
+                try:
+                    with Connection(
+                        self.broker_url, transport_options=self.transport_options
+                    ) as conn:
+                        conn.ensure_connection(max_retries=3)
+                        backoff.reset()
+                        self._serve(conn)
+                except CtxpoolError as exc:
+                    self.health.failed(self.loop, exc)
+                    log.warning("gate %s: %s (retrying)", self.name, exc)
+                except Exception as exc:  # broker down, connection reset: back off, reconnect
+                    self.health.failed(self.loop, exc)
+                    log.warning(
+                        "gate %s: broker: %s: %s (retrying)", self.name, type(exc).__name__, exc
+                    )
+                if not self._stop.is_set():
+                    self._stop.wait(backoff.next_s())
+        finally:
+            self.health.stopped(self.loop)
 
     def _serve(self, conn: Connection) -> None:
         channel = conn.channel()
@@ -129,6 +143,7 @@ class LimitGate:
         poll_s = POLL_MIN_S
         try:
             while not self._stop.is_set():
+                self.health.ok(self.loop)
                 got = self._fill(queue)
                 wake = self._admit(producer)
                 self._report()
@@ -215,10 +230,13 @@ class LimitGate:
         headers[H_ADMITTED] = admission_header(self.node, held.key)
         props = message.properties or {}
         extra = {k: props[k] for k in ("correlation_id", "reply_to", "priority") if k in props}
+        # Through the default exchange (routing key = queue name), as Celery sends to a named
+        # queue: no exchange binding involved, so a Redis that lost its data (and kombu's
+        # binding keys) cannot route an admitted call to nowhere.
         producer.publish(
             message.body,
-            exchange=self.target.exchange,
-            routing_key=self.target.routing_key,
+            exchange="",
+            routing_key=self.target.name,
             declare=[self.target],
             headers=headers,
             content_type=message.content_type,

@@ -1,5 +1,5 @@
 """DRP API calls the nodes and the bridge make (owner write-back, error params), as
-:class:`~pool.httpcall.HttpRequest` objects built in the worker that runs them.
+:class:`~pool.calls.http.HttpRequest` objects built in the worker that runs them.
 
 Credentials come from the worker's settings (``CTXPOOL_DRP_TOKEN`` or
 ``CTXPOOL_DRP_USERNAME``/``CTXPOOL_DRP_PASSWORD``), never from the task message, so they are
@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from typing import Any, Literal
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from pool.calls.http import HttpRequest
+from pool.drp.params import ERROR_PARAM, OWNER_PARAM
 from pool.errors import ConfigError
-from pool.httpcall import HttpRequest
 from pool.settings import Settings
 
 DRP_LIMIT = "drp-api"
@@ -94,3 +96,21 @@ def to_http(call: DrpCall, settings: Settings) -> HttpRequest:
 def describe(call: DrpCall) -> str:
     body = "" if call.body is None else f" {json.dumps(call.body)[:80]}"
     return f"{call.method} {call.path}{body}"
+
+
+class DrpWriteBack:
+    """The reconciler's :class:`~pool.contexts.reconcile.Reporter` for DRP: each outcome
+    becomes one DRP call, queued through ``tasks.integrations.drp`` under the ``drp-api``
+    limit (so 1,000 placements at once reach DRP at the limit's rate)."""
+
+    def __init__(self, send: Callable[[DrpCall], None]) -> None:
+        self.send = send
+
+    def owner_changed(self, uuid: str, owner: str) -> None:
+        self.send(set_param(uuid, OWNER_PARAM, owner))
+
+    def error_set(self, uuid: str, error: str) -> None:
+        self.send(set_param(uuid, ERROR_PARAM, error))
+
+    def error_cleared(self, uuid: str) -> None:
+        self.send(delete_param(uuid, ERROR_PARAM))

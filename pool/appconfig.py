@@ -1,5 +1,7 @@
-"""The Celery application. Its configuration is built from :class:`Settings` on first use,
-not at import time, so importing ``pool`` never reads the environment."""
+"""The Celery application class and its configuration. Its configuration is built from
+:class:`Settings` on first use, not at import time, so building an app never reads the
+environment. Producers (the bridge, the CLI) build their own app with :func:`create_app`; a
+node's app is :data:`pool.celery.app`."""
 
 from __future__ import annotations
 
@@ -9,13 +11,9 @@ from typing import Any
 
 from celery import Celery
 
-from pool.queues import DEFAULT_TAG, tag_queue
+from pool.queues import DEFAULT_TAG, TASK_MODULES, tag_queue
+from pool.runtime import Runtime
 from pool.settings import Settings
-
-TASK_MODULES = ("tasks.contexts", "tasks.integrations")
-RECONCILE_TASK = "tasks.contexts.reconcile"
-SWEEP_TASK = "tasks.contexts.sweep"
-DRP_TASK = "tasks.integrations.drp"
 
 
 def celery_config(settings: Settings) -> dict[str, Any]:
@@ -73,9 +71,11 @@ class _LazyConfig(Mapping[str, Any]):
 
 
 class CtxpoolCelery(Celery):  # type: ignore[misc]
-    """Celery with ctxpool's settings attached."""
+    """Celery with ctxpool's settings and per-process runtime attached."""
 
     _settings: Settings | None = None
+    _runtime: Runtime | None = None
+    runtime_cls: type[Runtime] = Runtime
 
     @property
     def ctxpool_settings(self) -> Settings:
@@ -88,8 +88,18 @@ class CtxpoolCelery(Celery):  # type: ignore[misc]
         """Use explicit settings (tests, embedding). Must precede the first configuration use."""
         self._settings = settings
 
+    @property
+    def runtime(self) -> Runtime:
+        """This process's clients (store, limiter, publisher ...), built on first use."""
+        if self._runtime is None:
+            self._runtime = self.runtime_cls(self)
+        return self._runtime
 
-def create_app() -> CtxpoolCelery:
+
+def create_app(runtime_cls: type[Runtime] = Runtime) -> CtxpoolCelery:
+    """A ctxpool Celery app. ``runtime_cls`` adds what a node needs (the Docker engine ...);
+    producers keep the default, which never loads docker-py."""
     app = CtxpoolCelery("ctxpool", include=list(TASK_MODULES), set_as_current=False)
+    app.runtime_cls = runtime_cls
     app.config_from_object(_LazyConfig(app))
     return app

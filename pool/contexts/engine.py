@@ -16,6 +16,7 @@ import docker
 import docker.errors
 import requests
 
+from pool.contexts.models import ContextSpec
 from pool.errors import (
     EngineError,
     EngineUnavailableError,
@@ -24,7 +25,6 @@ from pool.errors import (
     InvalidSpecError,
     PermanentContextError,
 )
-from pool.models import ContextSpec
 from pool.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -14,10 +14,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from pool.contexts.models import Desired, Nudge, Publisher
+from pool.contexts.reconcile import Outcome, Reconciler
 from pool.errors import CtxpoolError
-from pool.models import Desired, Nudge
 from pool.queues import tag_queue
-from pool.reconcile import Outcome, Publisher, Reconciler
 
 #: Messages waiting in a queue (``None``: cannot tell).
 QueueDepth = Callable[[str], int | None]
@@ -146,7 +146,7 @@ class Sweeper:
                 pipe.exists(keys.status(uuid))
             raw = pipe.execute()
         rows = [(uuids[i], raw[3 * i], raw[3 * i + 1], raw[3 * i + 2]) for i in range(len(uuids))]
-        alive = self.store.alive_nodes({owner for _, _, owner, _ in rows if owner})
+        alive = self.store.members.alive_nodes({owner for _, _, owner, _ in rows if owner})
         for uuid, (desired, tag, updated_at, generation), owner, has_status in rows:
             if desired is None:
                 if not has_status and owner is None:

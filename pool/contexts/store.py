@@ -1,4 +1,4 @@
-"""The desired-state store in Redis: desired state, ownership, lease locks, membership.
+"""The desired-state store in Redis: desired state, observed status, ownership, lease locks.
 
 Multi-key updates are Lua scripts (``pool/lua``); every key lives under one prefix
 (``pool.keys``). Redis errors become :class:`~pool.errors.StoreError`.
@@ -6,7 +6,6 @@ Multi-key updates are Lua scripts (``pool/lua``); every key lives under one pref
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterator
@@ -16,23 +15,12 @@ from typing import Any
 import redis
 from pydantic import ValidationError
 
+from pool.contexts.models import ContextSpec, ContextStatus, Desired, DesiredState, RunState
 from pool.keys import Keys
-from pool.models import (
-    ContextSpec,
-    ContextStatus,
-    Desired,
-    DesiredState,
-    Membership,
-    NodeView,
-    RunState,
-)
+from pool.membership import Members
 from pool.redisutil import converting, lua
 
 log = logging.getLogger(__name__)
-
-
-#: Membership records of nodes unseen for this long are dropped from the node index.
-NODE_INDEX_RETENTION_S = 86400.0
 
 
 _converting = converting("state store")
@@ -75,6 +63,7 @@ class StateStore:
     def __init__(self, client: redis.Redis[str], prefix: str = "ctxpool:") -> None:
         self.redis = client
         self.keys = Keys(prefix)
+        self.members = Members(client, self.keys)
         self._put_desired = client.register_script(_script("put_desired"))
         self._claim = client.register_script(_script("claim"))
         self._disown = client.register_script(_script("disown"))
@@ -203,7 +192,7 @@ class StateStore:
             pipe.get(self.keys.owner(uuid))
             raw_ctx, raw_status, owner = pipe.execute()
         status = self._build_status(uuid, raw_ctx, raw_status, owner)
-        status.owner_alive = bool(owner) and self.is_alive(owner)
+        status.owner_alive = bool(owner) and self.members.is_alive(owner)
         return status
 
     @_converting
@@ -219,7 +208,7 @@ class StateStore:
                     pipe.get(self.keys.owner(uuid))
                 raw = pipe.execute()
             owners = {raw[i * 3 + 2] for i in range(len(chunk)) if raw[i * 3 + 2]}
-            alive = self.alive_nodes(owners)
+            alive = self.members.alive_nodes(owners)
             for i, uuid in enumerate(chunk):
                 status = self._build_status(uuid, raw[i * 3], raw[i * 3 + 1], raw[i * 3 + 2])
                 status.owner_alive = status.owner in alive
@@ -352,71 +341,6 @@ class StateStore:
     def lease(self, key: str, token: str, ttl_s: float) -> bool:
         """A plain ``SET NX PX`` lease on a full key name (e.g. the sweep lease)."""
         return bool(self.redis.set(key, token, nx=True, px=int(ttl_s * 1000)))
-
-    # ---- membership ----------------------------------------------------------------------
-
-    @_converting
-    def heartbeat(self, record: Membership, ttl_s: float) -> None:
-        """Write the membership record of a node with a TTL."""
-        now = time.time()
-        with self.redis.pipeline(transaction=True) as pipe:
-            pipe.set(self.keys.node(record.node), record.model_dump_json(), px=int(ttl_s * 1000))
-            pipe.zadd(self.keys.nodes, {record.node: now})
-            pipe.zremrangebyscore(self.keys.nodes, "-inf", now - NODE_INDEX_RETENTION_S)
-            pipe.execute()
-
-    @_converting
-    def membership(self, node: str) -> Membership | None:
-        raw = self.redis.get(self.keys.node(node))
-        return Membership.model_validate_json(raw) if raw else None
-
-    @_converting
-    def is_alive(self, node: str) -> bool:
-        return bool(self.redis.exists(self.keys.node(node)))
-
-    @_converting
-    def alive_nodes(self, names: set[str]) -> set[str]:
-        if not names:
-            return set()
-        ordered = sorted(names)
-        with self.redis.pipeline(transaction=False) as pipe:
-            for name in ordered:
-                pipe.exists(self.keys.node(name))
-            flags = pipe.execute()
-        return {name for name, flag in zip(ordered, flags, strict=True) if flag}
-
-    @_converting
-    def nodes(self) -> list[NodeView]:
-        """Every node seen in the last day, alive or stalled."""
-        entries = self.redis.zrange(self.keys.nodes, 0, -1, withscores=True)
-        if not entries:
-            return []
-        with self.redis.pipeline(transaction=False) as pipe:
-            for name, _ in entries:
-                pipe.get(self.keys.node(name))
-            raws = pipe.execute()
-        views = []
-        for (name, seen), raw in zip(entries, raws, strict=True):
-            record = None
-            if raw:
-                try:
-                    record = Membership.model_validate(json.loads(raw))
-                except (ValidationError, ValueError):
-                    log.warning("node %s: unreadable membership record", name)
-            views.append(NodeView(name=name, alive=raw is not None, last_seen=seen, record=record))
-        return views
-
-    # ---- integration call records ----------------------------------------------------------
-
-    @_converting
-    def put_call(self, task_id: str, record_json: str, ttl_s: int) -> None:
-        """Record the result of one integration call (JSON) for ``ttl_s`` seconds."""
-        self.redis.set(self.keys.call(task_id), record_json, ex=ttl_s)
-
-    @_converting
-    def get_call(self, task_id: str) -> str | None:
-        """The recorded result of one integration call, or ``None`` (unknown or expired)."""
-        return self.redis.get(self.keys.call(task_id))
 
     @_converting
     def check_server(self) -> list[str]:

@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 from pydantic import BaseModel
 
-from pool.limiter import BucketState, Limiter
-from pool.limits import Limits
+from pool.limits.limiter import BucketState, Limiter
+from pool.limits.spec import Limits
 from pool.queues import limit_queue
 
 #: Gate reports older than this are ignored (a stopped node holds nothing).

@@ -1,0 +1,1 @@
+"""Global limits: specs, the Redis/memory limiter, admission gates, ``LimitedTask``, views."""

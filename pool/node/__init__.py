@@ -1,0 +1,1 @@
+"""The node: Celery bootsteps (one per job) and the node runtime (engine, reconciler)."""
