@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pool.contexts import placement
 from pool.contexts.models import ContextSpec, ContextStatus, Desired, Nudge, Publisher
 from pool.contexts.store import StateStore
-from pool.queues import DEFAULT_TAG, node_queue, tag_queue
+from pool.queues import DEFAULT_TAG
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,19 +37,25 @@ class ContextAPI:
         self.store = store
         self.publish = publish
 
-    def apply(self, spec: ContextSpec, generation: int | None = None) -> ApplyResult:
+    def apply(
+        self, spec: ContextSpec, generation: int | None = None, preferred: str | None = None
+    ) -> ApplyResult:
         """Make ``spec`` the desired state of its context and nudge the pool.
 
         Args:
             spec: the context to run.
             generation: an ordered writer's own generation (e.g. DRP's); older writes are
                 ignored. ``None`` lets the store count generations.
+            preferred: a node that should take the context if it is unowned (DRP names it, or
+                the context broker spread it there); only a hint, see :mod:`placement`.
 
         Raises:
             StoreError: Redis is unreachable; nothing was changed.
         """
-        gen, changed = self.store.put_desired(spec.uuid, Desired.PRESENT, spec, generation)
-        queue = self._queue(spec.uuid, spec.tag)
+        gen, changed = self.store.put_desired(
+            spec.uuid, Desired.PRESENT, spec, generation, preferred=preferred
+        )
+        queue = self._queue(spec.uuid, spec.tag, preferred)
         self.publish(Nudge(uuid=spec.uuid, generation=gen), queue)
         return ApplyResult(spec.uuid, gen, changed, queue)
 
@@ -71,8 +78,11 @@ class ContextAPI:
         """Status of every context the store knows, tombstones included."""
         return self.store.statuses(list(self.store.iter_context_ids()))
 
-    def _queue(self, uuid: str, tag: str) -> str:
+    def _queue(self, uuid: str, tag: str, preferred: str | None = None) -> str:
         owner = self.store.owner(uuid)
-        if owner and self.store.members.is_alive(owner):
-            return node_queue(owner)
-        return tag_queue(tag)
+        owner_alive = bool(owner) and self.store.members.is_alive(owner or "")
+        open_ = None
+        if not owner and preferred:
+            record = self.store.members.membership(preferred)
+            open_ = preferred if placement.can_host(record, tag) else None
+        return placement.nudge_queue(tag, owner, owner_alive, open_)

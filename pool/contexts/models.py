@@ -136,6 +136,7 @@ class DesiredState(BaseModel):
     generation: int = Field(ge=0)
     spec: ContextSpec | None = None
     updated_at: float = 0.0
+    preferred: str | None = Field(None, description="Placement hint: the node asked to run it.")
 
 
 class RunState(StrEnum):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
+from pool.contexts import placement
 from pool.contexts.engine import DockerEngine
 from pool.contexts.models import Desired, DesiredState, Nudge, Publisher, RunState
 from pool.contexts.store import LockHolder, StateStore
@@ -232,6 +233,11 @@ class Reconciler:
             return self._requeue(uuid, desired, hops)
         fresh = False
         if owner is None:
+            preferred = placement.leave_to_preferred(desired.preferred, me, hops)
+            if preferred is not None and placement.can_host(
+                self.store.members.membership(preferred), desired.spec.tag
+            ):
+                return self._forward(uuid, preferred, desired, hops)
             claim = self.store.claim(uuid, me, None, self.node.capacity)
             if claim.outcome == "full":
                 return self._backlog(uuid, desired, hops)

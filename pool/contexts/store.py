@@ -94,6 +94,7 @@ class StateStore:
         desired: Desired,
         spec: ContextSpec | None = None,
         generation: int | None = None,
+        preferred: str | None = None,
     ) -> tuple[int, bool]:
         """Write a context's desired state.
 
@@ -103,6 +104,8 @@ class StateStore:
             spec: required when present.
             generation: an ordered writer's own generation; a write not newer than the stored
                 one is ignored as stale. ``None`` bumps the stored generation on change.
+            preferred: the node a producer would like to run it (a placement hint, kept
+                beside the spec; it changes no generation).
 
         Returns:
             ``(generation, changed)``: the generation now stored, and whether this write
@@ -120,6 +123,7 @@ class StateStore:
                 spec.tag if spec else "",
                 "" if generation is None else str(generation),
                 repr(time.time()),
+                preferred or "",
             ],
         )
         return int(result[0]), bool(int(result[1]))
@@ -148,6 +152,7 @@ class StateStore:
             generation=int(raw.get("generation", 0)),
             spec=spec,
             updated_at=float(raw.get("updated_at", 0.0)),
+            preferred=raw.get("preferred") or None,
         )
 
     @_converting

@@ -1,6 +1,7 @@
 -- Write the desired state of one context.
 -- KEYS[1] ctx:<uuid>  KEYS[2] contexts index
--- ARGV: uuid, desired, spec_json, spec_hash, tag, explicit_generation ("" = bump), now
+-- ARGV: uuid, desired, spec_json, spec_hash, tag, explicit_generation ("" = bump), now,
+--       preferred node ("" = none; a placement hint, refreshed on every present write)
 -- Returns {generation, changed(0/1)}. A write whose explicit generation is not newer than the
 -- stored one is stale and ignored. Same desired state + same spec hash keeps the generation
 -- (the spec is still refreshed: a renewed token must reach the next container).
@@ -9,6 +10,13 @@ local cur_gen = tonumber(cur[3]) or 0
 local explicit = tonumber(ARGV[6])
 if explicit and cur[3] and explicit <= cur_gen then
   return {cur_gen, 0}
+end
+if ARGV[2] == 'present' then
+  if ARGV[8] ~= '' then
+    redis.call('HSET', KEYS[1], 'preferred', ARGV[8])
+  else
+    redis.call('HDEL', KEYS[1], 'preferred')
+  end
 end
 if cur[1] == ARGV[2] and (ARGV[2] == 'absent' or cur[2] == ARGV[4]) then
   if ARGV[2] == 'present' then

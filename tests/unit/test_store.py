@@ -135,3 +135,13 @@ def test_unreachable_redis_is_a_store_error() -> None:
     st = StateStore.from_url("redis://127.0.0.1:1/0")
     with pytest.raises(StoreError, match="state store"):
         st.get_desired("m1")
+
+
+def test_preferred_node_is_a_hint_beside_the_spec(st: StateStore) -> None:
+    gen, _ = st.put_desired("u1", Desired.PRESENT, spec(uuid="u1"), preferred="node-b")
+    desired = st.get_desired("u1")
+    assert desired is not None and desired.preferred == "node-b"
+    again, changed = st.put_desired("u1", Desired.PRESENT, spec(uuid="u1"), preferred=None)
+    assert (again, changed) == (gen, False)  # a hint changes no generation
+    desired = st.get_desired("u1")
+    assert desired is not None and desired.preferred is None

@@ -1,0 +1,62 @@
+"""Placement: which node runs a context. The one module that decides it (DESIGN.md inv. 8).
+
+Only nodes claim (a compare-and-set in the store, :meth:`StateStore.claim`). A producer (the
+bridge, the context broker) may name a *preferred* node, nothing more: the nudge goes to that
+node's queue, and another node that receives it first leaves it to the preferred one. A
+preferred node that is gone, full or not serving the context's tag is ignored, and the first
+free node of the tag claims (pull-based placement, DESIGN.md inv. 4).
+"""
+
+from __future__ import annotations
+
+from pool.membership import Membership
+from pool.queues import node_queue, tag_queue
+
+#: Live nodes of a tag: name -> (contexts it runs, capacity).
+NodeLoads = dict[str, tuple[int, int]]
+
+
+def can_host(record: Membership | None, tag: str) -> bool:
+    """Whether a node (its live membership record, ``None`` when stalled) can take a new
+    context of ``tag``: it serves the tag and has room."""
+    if record is None or tag not in record.tags:
+        return False
+    return record.stats.running_contexts < record.stats.capacity
+
+
+def nudge_queue(tag: str, owner: str | None, owner_alive: bool, preferred_open: str | None) -> str:
+    """Where a nudge goes: the live owner's queue; else the preferred node's when it can host
+    (``preferred_open``); else the tag queue."""
+    if owner and owner_alive:
+        return node_queue(owner)
+    if not owner and preferred_open:
+        return node_queue(preferred_open)
+    return tag_queue(tag)
+
+
+def leave_to_preferred(preferred: str | None, me: str, hops: int) -> str | None:
+    """The node an unowned context should be left to, when the nudge reached ``me`` first.
+
+    Only on the nudge's first hop (a forwarded or backlogged nudge is claimed by whoever holds
+    it, so a full preferred node cannot bounce it around); the caller checks
+    :func:`can_host` on the returned node.
+    """
+    if preferred and preferred != me and hops == 0:
+        return preferred
+    return None
+
+
+def spread(nodes: NodeLoads, count: int) -> list[str | None]:
+    """A preferred node for each of ``count`` new contexts: always the least loaded (by share
+    of capacity) with room left; ``None`` when every node is full (the tag queue decides)."""
+    load = {name: running for name, (running, _) in nodes.items()}
+    out: list[str | None] = []
+    for _ in range(count):
+        room = [n for n, (_, cap) in nodes.items() if load[n] < cap]
+        if not room:
+            out.append(None)
+            continue
+        best = min(room, key=lambda n: (load[n] / nodes[n][1], n))
+        load[best] += 1
+        out.append(best)
+    return out
