@@ -38,7 +38,7 @@ def test_only_a_first_hop_is_left_to_the_preferred_node() -> None:
 
 
 def test_spread_fills_the_least_loaded_node_within_capacity() -> None:
-    nodes = {"a": (3, 4), "b": (0, 2), "c": (1, 10)}
-    picks = placement.spread(nodes, 6)
-    assert picks.count("b") == 2 and picks.count("a") == 1 and None not in picks
-    assert placement.spread({"a": (1, 1)}, 2) == [None, None]
+    assert placement.spread({"a": (0, 10), "b": (0, 10)}, 4) == ["a", "b", "a", "b"]
+    assert placement.spread({"a": (5, 10), "b": (0, 2)}, 4) == ["b", "a", "b", "a"]
+    assert placement.spread({"a": (1, 1)}, 2) == [None, None]  # all full: the tag queue decides
+    assert placement.spread({}, 1) == [None]
