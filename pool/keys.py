@@ -12,6 +12,8 @@ Owners and lifetimes:
     nodes              zset name -> last heartbeat (listing stalled nodes; pruned after a day).
     owned:<name>       set of uuids the node owns; maintained with owner:<uuid> in Lua.
     sweep-lease        string, lease of the pool-wide sweep (one node per period).
+    resync-done        string, start time (unix s) of the bridge's last complete resync; written
+                       by the bridge, read by nodes (an orphan older than it is gone from DRP).
     limit:<n>:tat:<k>  string, GCRA theoretical arrival time of bucket <k> of limit <n>; PX TTL
                        = how far it is ahead of now (+1 s).
     limit:<n>:slots:<k> zset holder -> lease expiry; TTL 2 x slot TTL, renewed by holders.
@@ -64,6 +66,10 @@ class Keys:
     @property
     def sweep_lease(self) -> str:
         return f"{self.prefix}sweep-lease"
+
+    @property
+    def resync_done(self) -> str:
+        return f"{self.prefix}resync-done"
 
     def limit_tat(self, limit: str, key: str) -> str:
         return f"{self.prefix}limit:{limit}:tat:{key}"

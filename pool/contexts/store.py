@@ -71,6 +71,7 @@ class StateStore:
         self._lock_acquire = client.register_script(_script("lock_acquire"))
         self._lock_release = client.register_script(_script("lock_release"))
         self._lock_steal = client.register_script(_script("lock_steal"))
+        self._resync_done = client.register_script(_script("resync_done"))
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "ctxpool:") -> StateStore:
@@ -166,6 +167,19 @@ class StateStore:
         """Drop an index entry whose records have expired."""
         if not self.redis.exists(self.keys.ctx(uuid), self.keys.status(uuid)):
             self.redis.zrem(self.keys.contexts, uuid)
+
+    @_converting
+    def resync_completed(self, started_at: float) -> None:
+        """Record that a resync which started at ``started_at`` (unix s) wrote every context
+        DRP wants: desired state older than that start is complete (never moves back)."""
+        self._resync_done(keys=[self.keys.resync_done], args=[repr(started_at)])
+
+    @_converting
+    def last_resync(self) -> float | None:
+        """Start time of the last complete resync, ``None`` when none completed since Redis
+        last lost its data."""
+        raw = self.redis.get(self.keys.resync_done)
+        return float(raw) if raw else None
 
     # ---- observed state ------------------------------------------------------------------
 

@@ -145,3 +145,10 @@ def test_preferred_node_is_a_hint_beside_the_spec(st: StateStore) -> None:
     assert (again, changed) == (gen, False)  # a hint changes no generation
     desired = st.get_desired("u1")
     assert desired is not None and desired.preferred is None
+
+
+def test_resync_marker_never_moves_back(st: StateStore) -> None:
+    assert st.last_resync() is None
+    st.resync_completed(200.0)
+    st.resync_completed(100.0)  # an older resync finishing late
+    assert st.last_resync() == 200.0
