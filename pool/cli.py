@@ -145,6 +145,7 @@ def _serve_metrics(settings: Settings, store: StateStore, port: int, addr: str) 
     limiter = RedisLimiter.from_url(settings.redis_url, settings.key_prefix)
     registry.register(PoolCollector(settings.limits, limiter, store, _queue_depth(settings)))
     if port == 0:
+        store.ping()  # printing once: a dead Redis is an error, not a 0 gauge
         sys.stdout.write(generate_latest(registry).decode())
         return 0
     start_http_server(port, addr=addr, registry=registry)

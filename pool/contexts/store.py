@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from pool.contexts.models import ContextSpec, ContextStatus, Desired, DesiredState, RunState
 from pool.keys import Keys
 from pool.membership import Members
-from pool.redisutil import converting, lua
+from pool.redisutil import converting, lua, redis_errors
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,19 @@ class LockHolder:
         return cls(
             node=parts[0], incarnation=parts[1] if len(parts) > 1 else "", pid=pid, token=token
         )
+
+
+@dataclass(frozen=True, slots=True)
+class SweepRow:
+    """What the pool sweep needs to know of one context (one pipelined read per batch)."""
+
+    uuid: str
+    desired: Desired | None  # None: no desired state (expired, or Redis lost it)
+    tag: str | None
+    updated_at: float
+    generation: int
+    owner: str | None
+    has_status: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,11 +169,46 @@ class StateStore:
             preferred=raw.get("preferred") or None,
         )
 
-    @_converting
     def iter_context_ids(self, batch: int = 500) -> Iterator[str]:
-        """Every context id in the index, oldest change first."""
-        for uuid, _score in self.redis.zscan_iter(self.keys.contexts, count=batch):
-            yield uuid
+        """Every context id in the index (one ZSCAN round trip per ``batch``).
+
+        Raises:
+            StoreError: Redis failed (converted inside the generator, on each page).
+        """
+        cursor = 0
+        while True:
+            with redis_errors("state store"):
+                cursor, items = self.redis.zscan(self.keys.contexts, cursor, count=batch)
+            for uuid, _score in items:
+                yield uuid
+            if cursor == 0:
+                return
+
+    @_converting
+    def sweep_rows(self, uuids: list[str]) -> list[SweepRow]:
+        """Desired state, owner and whether a status exists, for many contexts in one round
+        trip."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            for uuid in uuids:
+                pipe.hmget(self.keys.ctx(uuid), "desired", "tag", "updated_at", "generation")
+                pipe.get(self.keys.owner(uuid))
+                pipe.exists(self.keys.status(uuid))
+            raw = pipe.execute()
+        rows = []
+        for i, uuid in enumerate(uuids):
+            (desired, tag, updated_at, generation), owner, has_status = raw[3 * i : 3 * i + 3]
+            rows.append(
+                SweepRow(
+                    uuid=uuid,
+                    desired=Desired(desired) if desired else None,
+                    tag=tag or None,
+                    updated_at=float(updated_at or 0.0),
+                    generation=int(generation or 0),
+                    owner=owner or None,
+                    has_status=bool(has_status),
+                )
+            )
+        return rows
 
     @_converting
     def forget_index_entry(self, uuid: str) -> None:
@@ -360,6 +408,11 @@ class StateStore:
     def lease(self, key: str, token: str, ttl_s: float) -> bool:
         """A plain ``SET NX PX`` lease on a full key name (e.g. the sweep lease)."""
         return bool(self.redis.set(key, token, nx=True, px=int(ttl_s * 1000)))
+
+    @_converting
+    def ping(self) -> None:
+        """Raises: StoreError when Redis cannot be reached."""
+        self.redis.ping()
 
     @_converting
     def check_server(self) -> list[str]:

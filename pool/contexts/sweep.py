@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pool.contexts.models import Desired, Nudge, Publisher
 from pool.contexts.reconcile import Outcome, Reconciler
 from pool.errors import CtxpoolError
-from pool.queues import tag_queue
+from pool.queues import DEFAULT_TAG, tag_queue
 
 #: Messages waiting in a queue (``None``: cannot tell).
 QueueDepth = Callable[[str], int | None]
@@ -138,25 +138,18 @@ class Sweeper:
     def _sweep_batch(
         self, uuids: list[str], now: float, min_age_s: float, waiting: dict[str, list[Nudge]]
     ) -> None:
-        keys = self.store.keys
-        with self.store.redis.pipeline(transaction=False) as pipe:
-            for uuid in uuids:
-                pipe.hmget(keys.ctx(uuid), "desired", "tag", "updated_at", "generation")
-                pipe.get(keys.owner(uuid))
-                pipe.exists(keys.status(uuid))
-            raw = pipe.execute()
-        rows = [(uuids[i], raw[3 * i], raw[3 * i + 1], raw[3 * i + 2]) for i in range(len(uuids))]
-        alive = self.store.members.alive_nodes({owner for _, _, owner, _ in rows if owner})
-        for uuid, (desired, tag, updated_at, generation), owner, has_status in rows:
-            if desired is None:
-                if not has_status and owner is None:
-                    self.store.forget_index_entry(uuid)
+        rows = self.store.sweep_rows(uuids)
+        alive = self.store.members.alive_nodes({r.owner for r in rows if r.owner})
+        for row in rows:
+            if row.desired is None:
+                if not row.has_status and row.owner is None:
+                    self.store.forget_index_entry(row.uuid)
                 continue
-            if owner and owner in alive:
+            if row.owner and row.owner in alive:
                 continue
-            if desired == Desired.ABSENT.value and owner is None:
+            if row.desired is Desired.ABSENT and row.owner is None:
                 continue  # nothing runs anywhere; the tombstone expires by itself
-            if owner is None and now - float(updated_at or 0) < min_age_s:
+            if row.owner is None and now - row.updated_at < min_age_s:
                 continue
-            nudge = Nudge(uuid=uuid, generation=int(generation or 0))
-            waiting.setdefault(tag or "default", []).append(nudge)
+            nudge = Nudge(uuid=row.uuid, generation=row.generation)
+            waiting.setdefault(row.tag or DEFAULT_TAG, []).append(nudge)
