@@ -11,10 +11,6 @@ class ConfigError(CtxpoolError):
     """Settings or a request are invalid; fixing them is up to the operator."""
 
 
-class InvalidSpecError(ConfigError):
-    """A context spec violates policy (bad name, capability not allowed, ...)."""
-
-
 class StoreError(CtxpoolError):
     """The Redis state store failed or is unreachable."""
 
@@ -28,11 +24,20 @@ class EngineUnavailableError(EngineError):
 
 
 class PermanentContextError(EngineError):
-    """The context cannot run as specified until its spec changes; never retried in a loop."""
+    """The context cannot run as specified until its spec changes: it is recorded, parked
+    (it holds no capacity) and not tried again before its spec changes."""
 
 
-class ImageNotAllowedError(PermanentContextError):
+class PolicyViolationError(PermanentContextError):
+    """The spec asks for something this node's policy forbids."""
+
+
+class ImageNotAllowedError(PolicyViolationError):
     """The image matches none of ``CTXPOOL_ALLOWED_IMAGES``."""
+
+
+class CapabilityNotAllowedError(PolicyViolationError):
+    """A capability outside ``CTXPOOL_CAP_ALLOWLIST`` is requested."""
 
 
 class ImageUnavailableError(PermanentContextError):

@@ -10,7 +10,9 @@ Owners and lifetimes:
     contexts           zset uuid -> last desired-state change (index for sweeps and the CLI).
     node:<name>        string JSON, membership record; TTL = membership TTL.
     nodes              zset name -> last heartbeat (listing stalled nodes; pruned after a day).
-    owned:<name>       set of uuids the node owns; maintained with owner:<uuid> in Lua.
+    owned:<name>       set of uuids the node owns and runs (its capacity); with owner:<uuid>, Lua.
+    parked:<name>      set of uuids the node owns but parked in a permanent error (no capacity);
+                       left when the owner re-claims it after a spec change, or disowns it.
     sweep-lease        string, lease of the pool-wide sweep (one node per period).
     resync-done        string, start time (unix s) of the bridge's last complete resync; written
                        by the bridge, read by nodes (an orphan older than it is gone from DRP).
@@ -62,6 +64,9 @@ class Keys:
 
     def owned(self, name: str) -> str:
         return f"{self.prefix}owned:{name}"
+
+    def parked(self, name: str) -> str:
+        return f"{self.prefix}parked:{name}"
 
     @property
     def sweep_lease(self) -> str:

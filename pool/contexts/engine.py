@@ -6,8 +6,10 @@ Containers are found by labels, never by name alone: several nodes may share one
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -18,11 +20,11 @@ import requests
 
 from pool.contexts.models import ContextSpec
 from pool.errors import (
+    CapabilityNotAllowedError,
     EngineError,
     EngineUnavailableError,
     ImageNotAllowedError,
     ImageUnavailableError,
-    InvalidSpecError,
     PermanentContextError,
 )
 from pool.settings import Settings
@@ -95,20 +97,52 @@ class EnsureResult:
     container_id: str
 
 
-def _convert(exc: Exception, what: str) -> EngineError:
-    """Map a docker-py / transport error to the ctxpool tree."""
-    if isinstance(exc, requests.exceptions.ConnectionError | docker.errors.DockerException) and (
-        not isinstance(exc, docker.errors.APIError)
-    ):
-        return EngineUnavailableError(f"{what}: Docker engine unreachable: {exc}")
-    if isinstance(exc, requests.exceptions.RequestException):
-        return EngineUnavailableError(f"{what}: Docker engine did not answer: {exc}")
+class _NotFoundError(EngineError):
+    """The engine has no such object (404)."""
+
+
+class _ConflictError(EngineError):
+    """The engine refused because of a conflicting state (409: name taken, removal running)."""
+
+
+def convert(exc: Exception, what: str) -> EngineError:
+    """Map a docker-py or transport error to the ctxpool tree: the one conversion point.
+
+    - cannot connect → :class:`EngineUnavailableError`;
+    - timeouts and other transport trouble, 5xx → :class:`EngineError` (transient);
+    - 404 / 409 → internal not-found / conflict errors (callers decide what they mean);
+    - other 4xx (the engine rejects the request as made), and docker-py's own refusals of
+      invalid arguments → :class:`PermanentContextError`: retrying the same spec cannot help.
+    """
+    # APIError is a requests HTTPError too: classify it by its status first
     if isinstance(exc, docker.errors.APIError):
         detail = exc.explanation or str(exc)
-        if exc.is_client_error() and exc.status_code not in (404, 409):
+        if exc.status_code == 404:
+            return _NotFoundError(f"{what}: {detail}")
+        if exc.status_code == 409:
+            return _ConflictError(f"{what}: {detail}")
+        if exc.is_client_error():
             return PermanentContextError(f"{what}: {detail}")
         return EngineError(f"{what}: {detail}")
-    return EngineError(f"{what}: {exc}")
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return EngineUnavailableError(f"{what}: Docker engine unreachable: {exc}")
+    if isinstance(exc, requests.exceptions.RequestException):
+        return EngineError(f"{what}: Docker engine did not answer: {exc}")
+    if isinstance(exc, docker.errors.InvalidArgument | docker.errors.InvalidVersion):
+        return PermanentContextError(f"{what}: {exc}")
+    if isinstance(exc, docker.errors.DockerException) and "connect" in str(exc).lower():
+        # docker.from_env() wraps a refused socket in a bare DockerException
+        return EngineUnavailableError(f"{what}: Docker engine unreachable: {exc}")
+    return EngineError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+@contextlib.contextmanager
+def _engine(what: str) -> Iterator[None]:
+    """Every Docker API call runs in here: its errors leave as ``EngineError`` subclasses."""
+    try:
+        yield
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
+        raise convert(exc, what) from exc
 
 
 class DockerEngine:
@@ -125,15 +159,13 @@ class DockerEngine:
         Raises:
             EngineUnavailableError: the engine cannot be reached.
         """
-        try:
+        with _engine("connect"):
             if settings.docker_url:
                 client = docker.DockerClient(
                     base_url=settings.docker_url, timeout=settings.docker_timeout_s
                 )
             else:
                 client = docker.from_env(timeout=settings.docker_timeout_s)
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            raise _convert(exc, "connect") from exc
         return cls(client, settings)
 
     def version(self) -> str:
@@ -142,10 +174,8 @@ class DockerEngine:
         Raises:
             EngineUnavailableError: the engine cannot be reached.
         """
-        try:
+        with _engine("version"):
             return str(self.client.version().get("Version", "unknown"))
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            raise _convert(exc, "version") from exc
 
     # ---- policy -----------------------------------------------------------------------------
 
@@ -154,7 +184,7 @@ class DockerEngine:
 
         Raises:
             ImageNotAllowedError: the image matches no ``allowed_images`` pattern.
-            InvalidSpecError: a capability outside ``cap_allowlist`` is requested.
+            CapabilityNotAllowedError: a capability outside ``cap_allowlist`` is requested.
         """
         if not any(fnmatch.fnmatchcase(spec.image, pat) for pat in self.settings.allowed_images):
             raise ImageNotAllowedError(
@@ -163,26 +193,27 @@ class DockerEngine:
             )
         extra = sorted(set(spec.cap_add) - set(self.settings.cap_allowlist))
         if extra:
-            raise InvalidSpecError(f"capabilities not allowed: {', '.join(extra)}")
+            raise CapabilityNotAllowedError(f"capabilities not allowed: {', '.join(extra)}")
 
     def _ensure_image(self, image: str) -> None:
         try:
-            self.client.images.get(image)
+            with _engine(f"inspect image {image}"):
+                self.client.images.get(image)
             return
-        except docker.errors.ImageNotFound:
+        except _NotFoundError:
             pass
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            raise _convert(exc, f"inspect image {image}") from exc
         if not self.settings.pull_missing_images:
             raise ImageUnavailableError(f"image {image!r} is not present and pulling is disabled")
         repo, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "")
         log.info("pulling image %s", image)
         try:
-            self.client.images.pull(repo or image, tag=tag or "latest")
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            detail = getattr(exc, "explanation", None) or str(exc)
+            with _engine(f"pull {image}"):
+                self.client.images.pull(repo or image, tag=tag or "latest")
+        except EngineUnavailableError:
+            raise  # the engine itself is gone: transient, not the image's fault
+        except EngineError as exc:
             raise ImageUnavailableError(
-                f"image {image!r} is absent and could not be pulled: {detail}"
+                f"image {image!r} is absent and could not be pulled: {exc}"
             ) from exc
 
     # ---- queries ----------------------------------------------------------------------------
@@ -198,12 +229,10 @@ class DockerEngine:
         labels = [LABEL_UUID if uuid is None else f"{LABEL_UUID}={uuid}"]
         if owner is not None:
             labels.append(f"{LABEL_OWNER}={owner}")
-        try:
-            # one list call; docker-py's containers.list() would inspect each one afterwards
-            # and fail on a container removed in between
+        # one list call; docker-py's containers.list() would inspect each one afterwards
+        # and fail on a container removed in between
+        with _engine("list containers"):
             rows = self.client.api.containers(all=True, filters={"label": labels})
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            raise _convert(exc, "list containers") from exc
         return [ContainerRef.from_summary(row) for row in rows]
 
     # ---- changes ----------------------------------------------------------------------------
@@ -256,13 +285,11 @@ class DockerEngine:
         )
 
     def _start(self, ref: ContainerRef) -> None:
-        try:
+        with _engine(f"start {ref.name}"):
             if ref.status == "paused":
                 self.client.api.unpause(ref.id)
             else:
                 self.client.api.start(ref.id)
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            raise _convert(exc, f"start {ref.name}") from exc
 
     def _create(self, spec: ContextSpec, generation: int, owner: str, spec_hash: str) -> str:
         self._ensure_image(spec.image)
@@ -293,28 +320,22 @@ class DockerEngine:
         if spec.command:
             kwargs["command"] = list(spec.command)
         try:
-            container = self.client.containers.create(spec.image, **kwargs)
-        except docker.errors.ImageNotFound as exc:
-            raise ImageUnavailableError(
-                f"image {spec.image!r} not found: {exc.explanation}"
+            with _engine(f"create {spec.container_name}"):
+                container = self.client.containers.create(spec.image, **kwargs)
+        except _NotFoundError as exc:
+            raise ImageUnavailableError(f"image {spec.image!r} not found: {exc}") from exc
+        except _ConflictError as exc:
+            raise _NameTakenError(
+                f"create {spec.container_name}: the name is taken by a container without "
+                "ctxpool labels (or one being created concurrently); remove it"
             ) from exc
-        except docker.errors.APIError as exc:
-            if exc.status_code == 409:
-                raise _NameTakenError(
-                    f"create {spec.container_name}: the name is taken by a container without "
-                    "ctxpool labels (or one being created concurrently); remove it"
-                ) from exc
-            raise _convert(exc, f"create {spec.container_name}") from exc
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            raise _convert(exc, f"create {spec.container_name}") from exc
         try:
-            container.start()
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            err = _convert(exc, f"start {spec.container_name}")
-            if isinstance(err, PermanentContextError):
-                # the spec cannot start (bad command, ...): leave nothing half-made behind
-                self._remove(ContainerRef.from_container(container), "failed to start")
-            raise err from exc
+            with _engine(f"start {spec.container_name}"):
+                container.start()
+        except PermanentContextError:
+            # the spec cannot start (bad command, ...): leave nothing half-made behind
+            self._remove(ContainerRef.from_container(container), "failed to start")
+            raise
         log.info(
             "context %s: started container %s (%s) generation %d",
             spec.uuid,
@@ -326,16 +347,13 @@ class DockerEngine:
 
     def _remove(self, ref: ContainerRef, why: str) -> None:
         try:
-            self.client.api.remove_container(ref.id, force=True, v=True)
+            with _engine(f"remove {ref.name}"):
+                self.client.api.remove_container(ref.id, force=True, v=True)
             log.info("context %s: removed container %s (%s)", ref.uuid, ref.name, why)
-        except docker.errors.NotFound:
-            pass
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-            if isinstance(exc, docker.errors.APIError) and exc.status_code == 409:
-                # removal already in progress on the engine
-                log.info("context %s: removal of %s already in progress", ref.uuid, ref.name)
-                return
-            raise _convert(exc, f"remove {ref.name}") from exc
+        except _NotFoundError:
+            pass  # gone already
+        except _ConflictError:
+            log.info("context %s: removal of %s already in progress", ref.uuid, ref.name)
 
     def remove(self, uuid: str, owner: str) -> int:
         """Remove every container of ``uuid`` labelled as owned by ``owner``.

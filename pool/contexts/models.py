@@ -143,7 +143,11 @@ class RunState(StrEnum):
     PENDING = "pending"
     RUNNING = "running"
     REMOVED = "removed"
+    #: A transient failure (engine down, timeout): retried by the next nudge or sweep.
     ERROR = "error"
+    #: A permanent failure (policy, missing image): parked, holds no capacity, and is not
+    #: tried again until the spec changes.
+    FAILED = "failed"
 
 
 class ContextStatus(BaseModel):

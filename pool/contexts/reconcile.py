@@ -71,6 +71,7 @@ class Outcome(StrEnum):
     BUSY = "busy"
     ERROR = "error"
     ORPHAN = "orphan"
+    PARKED = "parked"
     NOTHING = "nothing"
 
 
@@ -245,6 +246,15 @@ class Reconciler:
                 return self._forward(uuid, claim.owner, desired, hops)
             fresh = True
             self._tell(uuid, "owner", lambda: self.report.owner_changed(uuid, me))
+        else:
+            parked = self.store.parked_generation(uuid, me)
+            if parked is not None:
+                if parked == desired.generation:
+                    return Outcome.PARKED  # a permanent error: not again before a spec change
+                claim = self.store.claim(uuid, me, me, self.node.capacity)
+                if claim.outcome == "full":  # no room for it here now: let another node try
+                    self.store.disown(uuid, me)
+                    return self._backlog(uuid, desired, hops)
         return self._converge_present(uuid, desired, fresh)
 
     def _forward(self, uuid: str, owner: str, desired: DesiredState | None, hops: int) -> Outcome:
@@ -302,21 +312,24 @@ class Reconciler:
         try:
             result = self.engine.ensure(desired.spec, desired.generation, me, fresh=fresh)
         except EngineError as exc:
-            if isinstance(exc, PermanentContextError):
+            permanent = isinstance(exc, PermanentContextError)
+            if permanent:
                 log.error("context %s: generation %d cannot run: %s", uuid, desired.generation, exc)
             else:
                 log.warning("context %s: engine failed, the sweep retries: %s", uuid, exc)
             previous = self.store.set_status(
                 uuid,
                 owner=me,
-                state=RunState.ERROR.value,
+                state=(RunState.FAILED if permanent else RunState.ERROR).value,
                 last_error=str(exc),
                 error_generation=desired.generation,
             )
+            if permanent:
+                self._park(uuid)
             if previous != str(exc):
                 error = str(exc)
                 self._tell(uuid, "error", lambda: self.report.error_set(uuid, error))
-            return Outcome.ERROR
+            return Outcome.PARKED if permanent else Outcome.ERROR
         previous = self.store.set_status(
             uuid,
             owner=me,
@@ -331,6 +344,16 @@ class Reconciler:
             self._tell(uuid, "error cleared", lambda: self.report.error_cleared(uuid))
         log.info("context %s: %s (generation %d)", uuid, result.action.value, desired.generation)
         return Outcome.CONVERGED
+
+    def _park(self, uuid: str) -> None:
+        """Hold a permanently failing context without capacity, and without a container: an
+        older container of it would be running a spec that is no longer wanted."""
+        me = self.node.name
+        self.store.park(uuid, me)
+        try:
+            self.engine.remove(uuid, me)
+        except EngineError as exc:
+            log.warning("context %s: old container not removed (the sweep retries): %s", uuid, exc)
 
     def _orphan(self, uuid: str, owner: str | None) -> Outcome:
         """No desired state at all: the store lost it, or the context is long gone.

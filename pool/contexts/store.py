@@ -80,6 +80,7 @@ class StateStore:
         self._put_desired = client.register_script(_script("put_desired"))
         self._claim = client.register_script(_script("claim"))
         self._disown = client.register_script(_script("disown"))
+        self._park = client.register_script(_script("park"))
         self._finalize_absent = client.register_script(_script("finalize_absent"))
         self._lock_acquire = client.register_script(_script("lock_acquire"))
         self._lock_release = client.register_script(_script("lock_release"))
@@ -337,6 +338,8 @@ class StateStore:
                 self.keys.owner(uuid),
                 self.keys.owned(node),
                 self.keys.owned(expected or node),
+                self.keys.parked(node),
+                self.keys.parked(expected or node),
             ],
             args=[uuid, node, expected or "", capacity],
         )
@@ -346,8 +349,38 @@ class StateStore:
     def disown(self, uuid: str, node: str) -> bool:
         """Give up ownership of ``uuid`` if ``node`` holds it."""
         return bool(
-            self._disown(keys=[self.keys.owner(uuid), self.keys.owned(node)], args=[uuid, node])
+            self._disown(
+                keys=[self.keys.owner(uuid), self.keys.owned(node), self.keys.parked(node)],
+                args=[uuid, node],
+            )
         )
+
+    @_converting
+    def park(self, uuid: str, node: str) -> bool:
+        """Park ``uuid`` on its owner ``node``: still owned, no longer counted against the
+        node's capacity (a permanent error). Returns False when ``node`` does not own it."""
+        return bool(
+            self._park(
+                keys=[self.keys.owner(uuid), self.keys.owned(node), self.keys.parked(node)],
+                args=[uuid, node],
+            )
+        )
+
+    @_converting
+    def parked_generation(self, uuid: str, node: str) -> int | None:
+        """The generation whose permanent error parked ``uuid`` on ``node``; ``None`` when it
+        is not parked there."""
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.sismember(self.keys.parked(node), uuid)
+            pipe.hget(self.keys.status(uuid), "error_generation")
+            parked, generation = pipe.execute()
+        if not parked:
+            return None
+        return int(generation) if generation else -1
+
+    @_converting
+    def parked_by(self, node: str) -> set[str]:
+        return set(self.redis.smembers(self.keys.parked(node)))
 
     @_converting
     def owned_by(self, node: str) -> set[str]:
@@ -371,6 +404,7 @@ class StateStore:
                     self.keys.status(uuid),
                     self.keys.owner(uuid),
                     self.keys.owned(node),
+                    self.keys.parked(node),
                 ],
                 args=[uuid, node, generation, ttl_s, repr(time.time())],
             )

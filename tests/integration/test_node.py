@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid as uuidlib
 from collections.abc import Callable
 
@@ -173,7 +174,7 @@ def test_image_outside_allowlist_is_a_recorded_permanent_error(
     uuid = str(uuidlib.uuid4())
     result = api.apply(_spec(ctx_name, uuid, "evil/miner:latest"))
     status = wait_for(
-        lambda: (s := store.status(uuid)).state is RunState.ERROR and s, what="error recorded"
+        lambda: (s := store.status(uuid)).state is RunState.FAILED and s, what="error recorded"
     )
     assert "not allowed" in (status.last_error or "")
     assert status.error_generation == result.generation
@@ -182,8 +183,58 @@ def test_image_outside_allowlist_is_a_recorded_permanent_error(
     uuid2 = str(uuidlib.uuid4())
     api.apply(_spec(ctx_name, uuid2, "ctxpool-test/absent:1"))
     status2 = wait_for(
-        lambda: (s := store.status(uuid2)).state is RunState.ERROR and s, what="error recorded"
+        lambda: (s := store.status(uuid2)).state is RunState.FAILED and s, what="error recorded"
     )
     assert "absent:1" in (status2.last_error or "")
     # no retry storm: one attempt per nudge/sweep, not a loop
     assert worker.log().count(f"context {uuid}: generation") <= 3
+
+
+def test_policy_error_is_parked_without_capacity_until_the_spec_changes(
+    start_worker: Callable[..., Worker],
+    api: ContextAPI,
+    store: StateStore,
+    ctx_name: str,
+    test_image: str,
+) -> None:
+    """Fault 3 of issue 8: a capability outside the allowlist after a fresh claim."""
+    error_path_of = "/api/v3/machines/{}/params/docker-context%2Ferror".format
+    with support.RecordingServer() as drp:
+        worker = start_worker(
+            "node-p1", ["tag-ci"], CTXPOOL_CAPACITY="1", CTXPOOL_DRP_URL=drp.url,
+            CTXPOOL_DRP_TOKEN="drp-secret",
+        )  # fmt: skip
+
+        def drp_calls(method: str, path: str) -> list[str]:
+            return [body for m, p, body, _ in list(drp.requests) if (m, p) == (method, path)]
+
+        bad = str(uuidlib.uuid4())
+        spec = _spec(ctx_name, bad, test_image, cap_add=["SYS_ADMIN"])
+        first = api.apply(spec)
+        status = wait_for(
+            lambda: (s := store.status(bad)).state is RunState.FAILED and s, what="failure"
+        )
+        assert "capabilities not allowed: SYS_ADMIN" in (status.last_error or "")
+        assert status.error_generation == first.generation
+        assert store.owner(bad) == "node-p1"  # still its owner: nudges reach it
+        assert store.count_owned("node-p1") == 0  # ... but it holds no capacity
+        wait_for(lambda: drp_calls("POST", error_path_of(bad)), 30, what="error in DRP")
+        assert "SYS_ADMIN" in drp_calls("POST", error_path_of(bad))[0]
+
+        # the node's only slot is free: a good context runs there
+        good = str(uuidlib.uuid4())
+        applied = api.apply(_spec(ctx_name, good, test_image))
+        wait_for(_running(store, good, applied.generation), what="good context running")
+
+        # not retried: two sweep periods (CTXPOOL_SWEEP_S=3) later, still the one attempt
+        time.sleep(7)
+        assert worker.log().count(f"context {bad}: generation") == 1
+        assert store.status(bad).state is RunState.FAILED
+
+        # a spec change is tried again (and counts against capacity once it runs)
+        api.remove(good)
+        wait_for(lambda: store.count_owned("node-p1") == 0, what="slot freed")
+        fixed = api.apply(spec.model_copy(update={"cap_add": ["CHOWN"]}))
+        wait_for(_running(store, bad, fixed.generation), what="fixed spec running")
+        assert store.count_owned("node-p1") == 1
+        wait_for(lambda: drp_calls("DELETE", error_path_of(bad)), 30, what="error cleared")
