@@ -19,6 +19,7 @@ from typing import Protocol
 
 from pool.contexts import placement
 from pool.contexts.engine import DockerEngine
+from pool.contexts.lease import LeaseRenewer
 from pool.contexts.models import Desired, DesiredState, Nudge, Publisher, RunState
 from pool.contexts.store import LockHolder, StateStore
 from pool.errors import EngineError, PermanentContextError
@@ -68,6 +69,7 @@ class Outcome(StrEnum):
     REMOVED = "removed"
     FORWARDED = "forwarded"
     REQUEUED = "requeued"
+    BACKLOGGED = "backlogged"
     BUSY = "busy"
     ERROR = "error"
     ORPHAN = "orphan"
@@ -103,6 +105,7 @@ class Reconciler:
         self.node = node
         self.publish = publish
         self.report: Reporter = report or NullReporter()
+        self.leases = LeaseRenewer(store, settings.lock_ttl_s)
 
     def _tell(self, uuid: str, what: str, send: Callable[[], None]) -> None:
         """Report an outcome; never fails the caller (the next change reports again)."""
@@ -175,9 +178,17 @@ class Reconciler:
                     log.debug("context %s: busy, left to the lease holder", uuid)
                     return Outcome.BUSY
             try:
-                outcome = work()
+                with self.leases.holding(uuid, token):
+                    outcome = work()
             finally:
                 released = self.store.lock_release(uuid, token)
+            if outcome is Outcome.BACKLOGGED:
+                # Hold this worker slot (not the lease: others may work on the context) for
+                # one capacity-check period, so the node's gate closes its tag queues before
+                # it could take the same nudge again: no busy loop, the backlog stays in the
+                # broker.
+                time.sleep(self.settings.capacity_check_s)
+                return outcome
             if released != 2:
                 if released == 0:
                     log.warning(
@@ -279,17 +290,15 @@ class Reconciler:
     def _backlog(self, uuid: str, desired: DesiredState | None, hops: int) -> Outcome:
         """This node is full: put the nudge back on its tag queue, where it waits.
 
-        The hop count is kept (a backlog is not a routing loop). The slot is held for one
-        capacity-check period so the node's gate closes its tag queues before it could take
-        the same nudge again: no busy loop, and the backlog stays in the broker.
+        The hop count is kept (a backlog is not a routing loop). :meth:`_leased` pauses after
+        releasing the lease (see there).
         """
         if desired is None or desired.spec is None:
             return Outcome.NOTHING
         self.publish(
             Nudge(uuid=uuid, generation=desired.generation, hops=hops), tag_queue(desired.spec.tag)
         )
-        time.sleep(self.settings.capacity_check_s)
-        return Outcome.REQUEUED
+        return Outcome.BACKLOGGED
 
     def _converge_absent(self, uuid: str, desired: DesiredState) -> Outcome:
         me = self.node.name

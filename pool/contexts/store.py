@@ -85,6 +85,7 @@ class StateStore:
         self._lock_acquire = client.register_script(_script("lock_acquire"))
         self._lock_release = client.register_script(_script("lock_release"))
         self._lock_steal = client.register_script(_script("lock_steal"))
+        self._lock_renew = client.register_script(_script("lock_renew"))
         self._resync_done = client.register_script(_script("resync_done"))
 
     @classmethod
@@ -437,6 +438,20 @@ class StateStore:
         return bool(
             self._lock_steal(keys=[self.keys.lock(uuid)], args=[holder, token, int(ttl_s * 1000)])
         )
+
+    @_converting
+    def lock_renew(self, leases: list[tuple[str, str]], ttl_s: float) -> list[bool]:
+        """Extend many leases ``(uuid, token)`` by ``ttl_s`` in one round trip.
+
+        Returns:
+            For each lease, whether it was still held (False: expired or taken over).
+        """
+        with self.redis.pipeline(transaction=False) as pipe:
+            for uuid, token in leases:
+                self._lock_renew(
+                    keys=[self.keys.lock(uuid)], args=[token, int(ttl_s * 1000)], client=pipe
+                )
+            return [bool(int(r)) for r in pipe.execute()]
 
     @_converting
     def lease(self, key: str, token: str, ttl_s: float) -> bool:
