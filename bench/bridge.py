@@ -36,12 +36,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from aiohttp import web
 
 from broker_bridge.bridge import Bridge, BridgeConfig
-from broker_bridge.client import DrpClient, DrpConfig
 from broker_bridge.drpsim import new_machine
 from broker_bridge.models import Context
 from broker_bridge.sink import PoolSink
 from pool.appconfig import create_app
 from pool.contexts.models import Nudge
+from pool.drp.client import DrpClient
+from pool.drp.config import DrpConfig
 from pool.queues import RECONCILE_TASK
 from pool.settings import Settings
 from tests import support

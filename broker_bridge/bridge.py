@@ -27,7 +27,6 @@ from typing import Any, Protocol
 
 import orjson
 
-from broker_bridge.client import DrpAuthError, DrpClient, DrpError
 from broker_bridge.clusters import reconcile_cluster
 from broker_bridge.coalesce import Coalescer
 from broker_bridge.models import Context, Machine
@@ -40,6 +39,8 @@ from broker_bridge.translate import (
 )
 from pool.backoff import Backoff
 from pool.contexts.models import ContextSpec
+from pool.drp.client import DrpClient
+from pool.drp.errors import DrpAuthError, DrpError
 from pool.drp.params import MEMBER_PARAM
 
 log = logging.getLogger(__name__)

@@ -21,9 +21,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from broker_bridge.client import DrpClient, DrpNotFoundError
 from broker_bridge.models import Machine
 from broker_bridge.translate import count_of, str_param, tag_of
+from pool.drp.client import DrpClient
+from pool.drp.errors import DrpNotFoundError
 from pool.drp.params import (
     MEMBER_PARAM,
     MEMBERS_PARAMS,

@@ -201,6 +201,8 @@ class DrpSim:
         self.events_sent = 0
         self.events_dropped = 0
         self.requests = 0
+        #: Every request as it arrived: (method, path with query, Authorization header).
+        self.seen: list[tuple[str, str, str]] = []
         self.fail_auth = False  # answer 401 to everything (tests of the bridge's backoff)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
@@ -454,6 +456,9 @@ class DrpSim:
     @web.middleware
     async def _auth_mw(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self.requests += 1
+        self.seen.append(
+            (request.method, request.path_qs, request.headers.get("Authorization", ""))
+        )
         principal = self._authorized(request)
         if principal is None:
             return web.json_response(

@@ -10,10 +10,12 @@ from prometheus_client import CollectorRegistry, start_http_server
 from pydantic import ValidationError
 
 from broker_bridge.bridge import Bridge, BridgeConfig
-from broker_bridge.client import DrpClient, DrpConfig, DrpError
 from broker_bridge.metrics import BridgeCollector
 from broker_bridge.sink import PoolSink
 from pool.appconfig import create_app
+from pool.drp.client import DrpClient
+from pool.drp.config import DrpConfig
+from pool.drp.errors import DrpError
 from pool.settings import Settings
 
 log = logging.getLogger(__name__)

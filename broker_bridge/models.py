@@ -10,18 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_pascal
+from pydantic import Field
 
-
-class DrpModel(BaseModel):
-    model_config = ConfigDict(
-        alias_generator=to_pascal, populate_by_name=True, extra="ignore", frozen=True
-    )
-
-    def to_drp(self) -> dict[str, Any]:
-        """JSON-ready dict with DRP's keys."""
-        return self.model_dump(mode="json", by_alias=True)
+# Context is returned by the DRP client core, so it is defined there; bridge code reads it here.
+from pool.drp.models import Context as Context
+from pool.drp.models import DrpModel
 
 
 class Machine(DrpModel):
@@ -44,15 +37,6 @@ class Cluster(Machine):
 
 class ResourceBroker(Machine):
     """A DRP resource broker."""
-
-
-class Context(DrpModel):
-    """A DRP context: which engine runs it and with which image."""
-
-    name: str = Field(min_length=1, max_length=128)
-    engine: str = ""
-    image: str = ""
-    meta: dict[str, str] = Field(default_factory=dict)
 
 
 class Event(DrpModel):

@@ -16,6 +16,8 @@ from pool.calls.records import CallRecords
 from pool.contexts.api import ContextAPI
 from pool.contexts.models import Nudge
 from pool.contexts.store import StateStore
+from pool.drp.config import DrpConfig
+from pool.drp.sync import TokenSource
 from pool.limits.limiter import RedisLimiter
 from pool.queues import RECONCILE_TASK
 from pool.settings import Settings
@@ -45,6 +47,7 @@ class Runtime:
         self._lock = threading.Lock()
         self._store: StateStore | None = None
         self._limiter: RedisLimiter | None = None
+        self._drp_tokens: TokenSource | None = None
 
     @property
     def settings(self) -> Settings:
@@ -55,6 +58,7 @@ class Runtime:
         with self._lock:
             self._store = None
             self._limiter = None
+            self._drp_tokens = None  # its token is fetched again in this process
 
     @property
     def store(self) -> StateStore:
@@ -71,6 +75,18 @@ class Runtime:
                 s = self.settings
                 self._limiter = RedisLimiter.from_url(s.redis_url, s.key_prefix)
             return self._limiter
+
+    @property
+    def drp_tokens(self) -> TokenSource:
+        """This process's DRP token source (built on first use; one user token per process).
+
+        Raises:
+            DrpConfigError: ``CTXPOOL_DRP_URL`` or credentials are missing or invalid.
+        """
+        with self._lock:
+            if self._drp_tokens is None:
+                self._drp_tokens = TokenSource(DrpConfig.from_settings(self.settings))
+            return self._drp_tokens
 
     @property
     def calls(self) -> CallRecords:

@@ -18,8 +18,9 @@ from celery import Celery, shared_task
 from pydantic import ValidationError
 
 from pool.appconfig import CtxpoolCelery, create_app
-from pool.calls.drp import DRP_LIMIT, DrpCall, describe, to_http
+from pool.calls.drp import DRP_LIMIT, DrpCall, describe, send
 from pool.calls.http import HttpRequest, HttpResult, perform, redact_query
+from pool.drp.errors import DrpError
 from pool.errors import ConfigError, CtxpoolError
 from pool.limits.spec import LimitSpec
 from pool.limits.task import Deferred, LimitedTask
@@ -69,10 +70,10 @@ class _RecordingTask(LimitedTask):
             )
         )
 
-    def run_http(self, req: HttpRequest) -> dict[str, Any]:
-        result = perform(req, str(self.request.id), self.attempt())
+    def finish(self, result: HttpResult) -> dict[str, Any]:
+        """Log a failure, record the result; returns it without its body."""
         if result.outcome == "failed":
-            log.warning("call %s %s failed: %s", req.method, redact_query(req.url), result.error)
+            log.warning("call %s %s failed: %s", result.method, result.url, result.error)
         recorded = self.record(result)
         recorded.pop("body", None)  # the return value is logged; the body is in the record
         return recorded
@@ -129,7 +130,7 @@ class HttpTask(_RecordingTask):
 @shared_task(base=HttpTask, bind=True, name=HTTP_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
 def http(self: HttpTask, request: dict[str, Any]) -> dict[str, Any]:
     """Make one HTTP call (see :class:`pool.calls.http.HttpRequest`); 429/5xx are deferred."""
-    return self.run_http(_parse(HttpRequest, request))
+    return self.finish(perform(_parse(HttpRequest, request), str(self.request.id), self.attempt()))
 
 
 class DrpTask(_RecordingTask):
@@ -149,14 +150,14 @@ class DrpTask(_RecordingTask):
 
 @shared_task(base=DrpTask, bind=True, name=DRP_TASK, ignore_result=True)  # type: ignore[untyped-decorator]
 def drp(self: DrpTask, call: dict[str, Any]) -> dict[str, Any]:
-    """Make one DRP API call with this worker's DRP URL and credentials."""
+    """Make one DRP API call with this worker's DRP URL and token (renewed once on a 401)."""
     parsed = _parse(DrpCall, call)
     try:
-        req = to_http(parsed, self.app.runtime.settings)
-    except ConfigError as exc:
+        result = send(parsed, self.app.runtime.drp_tokens, str(self.request.id), self.attempt())
+    except DrpError as exc:  # settings or credentials: up to the operator
         log.error("DRP call %s not made: %s", describe(parsed), exc)
         return self.failed(None, str(exc), self.attempt())
-    return self.run_http(req)
+    return self.finish(result)
 
 
 def submit_http(req: HttpRequest, app: Celery | None = None, **options: Any) -> str:

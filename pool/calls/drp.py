@@ -1,27 +1,34 @@
-"""DRP API calls the nodes and the bridge make (owner write-back, error params), as
-:class:`~pool.calls.http.HttpRequest` objects built in the worker that runs them.
+"""DRP API calls the nodes make (owner write-back, error params): a :class:`DrpCall` travels in
+the task message; the worker that runs it adds DRP's URL and a token (:func:`send`).
 
-Credentials come from the worker's settings (``CTXPOOL_DRP_TOKEN`` or
-``CTXPOOL_DRP_USERNAME``/``CTXPOOL_DRP_PASSWORD``), never from the task message, so they are
-neither queued nor logged.
+Tokens come from the worker's own token source (:class:`pool.drp.sync.TokenSource`: a
+configured ``CTXPOOL_DRP_TOKEN``, or a user token fetched once per process with
+``CTXPOOL_DRP_USERNAME``/``CTXPOOL_DRP_PASSWORD``), never from the message, so they are
+neither queued nor logged. Every call sends ``Authorization: Bearer``.
 """
 
 from __future__ import annotations
 
-import base64
 import json
+import logging
 from collections.abc import Callable
-from typing import Any, Literal
-from urllib.parse import quote
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pool.calls.http import HttpRequest
+from pool.calls.http import HttpRequest, HttpResult, backoff_s, perform
+from pool.drp import paths
+from pool.drp.auth import bearer_header, renews_after
+from pool.drp.config import DrpConfig
+from pool.drp.errors import DrpUnavailableError
 from pool.drp.params import ERROR_PARAM, OWNER_PARAM
-from pool.errors import ConfigError
-from pool.settings import Settings
+from pool.drp.sync import TokenSource
+from pool.limits.task import Deferred
+
+log = logging.getLogger(__name__)
 
 DRP_LIMIT = "drp-api"
+_T = TypeVar("_T")
 
 
 class DrpCall(BaseModel):
@@ -37,60 +44,68 @@ class DrpCall(BaseModel):
 
 def set_param(uuid: str, key: str, value: Any) -> DrpCall:
     """``POST /api/v3/machines/<uuid>/params/<key>``: set one machine param."""
-    return DrpCall(
-        method="POST", path=f"/api/v3/machines/{_seg(uuid)}/params/{_seg(key)}", body=value
-    )
+    return DrpCall(method="POST", path=paths.machine_param(uuid, key), body=value)
 
 
 def delete_param(uuid: str, key: str) -> DrpCall:
     """``DELETE /api/v3/machines/<uuid>/params/<key>``: clear one machine param."""
-    return DrpCall(method="DELETE", path=f"/api/v3/machines/{_seg(uuid)}/params/{_seg(key)}")
+    return DrpCall(method="DELETE", path=paths.machine_param(uuid, key))
 
 
 def patch_machine(uuid: str, ops: list[dict[str, Any]]) -> DrpCall:
     """``PATCH /api/v3/machines/<uuid>`` with RFC 6902 operations (``test`` ops included)."""
-    return DrpCall(method="PATCH", path=f"/api/v3/machines/{_seg(uuid)}", body=ops)
+    return DrpCall(method="PATCH", path=paths.obj("machines", uuid), body=ops)
 
 
-def _seg(part: str) -> str:
-    return quote(part, safe="")
-
-
-def auth_headers(settings: Settings) -> dict[str, str]:
-    """``Authorization`` for DRP from settings.
-
-    Raises:
-        ConfigError: neither a token nor a user and password is configured.
-    """
-    if settings.drp_token is not None:
-        return {"Authorization": f"Bearer {settings.drp_token.get_secret_value()}"}
-    if settings.drp_username and settings.drp_password is not None:
-        raw = f"{settings.drp_username}:{settings.drp_password.get_secret_value()}"
-        return {"Authorization": "Basic " + base64.b64encode(raw.encode()).decode()}
-    raise ConfigError("DRP credentials missing: set CTXPOOL_DRP_TOKEN or USERNAME/PASSWORD")
-
-
-def to_http(call: DrpCall, settings: Settings) -> HttpRequest:
-    """The HTTP request of ``call`` against ``CTXPOOL_DRP_URL``, with credentials.
-
-    Raises:
-        ConfigError: ``CTXPOOL_DRP_URL`` or credentials are not configured.
-    """
-    if not settings.drp_url:
-        raise ConfigError("CTXPOOL_DRP_URL is not set: cannot call DRP")
-    headers = {**auth_headers(settings), "Accept": "application/json"}
+def to_http(call: DrpCall, config: DrpConfig, token: str) -> HttpRequest:
+    """The HTTP request of ``call`` against ``config``'s endpoint, with ``token`` as Bearer."""
+    headers = {"Authorization": bearer_header(token), "Accept": "application/json"}
     if call.method == "PATCH":
         headers["Content-Type"] = "application/json-patch+json"
     return HttpRequest(
         method=call.method,
-        url=settings.drp_url.rstrip("/") + call.path,
+        url=config.url + call.path,
         headers=headers,
         json_body=call.body if call.body is not None or call.method in ("POST", "PUT") else None,
         timeout_s=call.timeout_s,
         limit=DRP_LIMIT,
-        verify_tls=settings.drp_verify_tls,
-        ca_bundle=settings.drp_ca_bundle,
+        verify_tls=config.verify_tls,
+        ca_bundle=config.ca_bundle,
     )
+
+
+def send(call: DrpCall, tokens: TokenSource, task_id: str, attempt: int) -> HttpResult:
+    """Make one attempt of ``call`` with a token; after a 401 renew a user token and try once
+    more (a configured token is never exchanged: the 401 is the result).
+
+    Args:
+        call: the call.
+        tokens: this process's token source.
+        task_id: recorded with the result.
+        attempt: 1-based number of this attempt.
+
+    Raises:
+        Deferred: DRP answered 429/5xx or could not be reached (also while fetching a token).
+        DrpAuthError: DRP refused the user and password (fixing them is up to the operator).
+        DrpError: the token call failed otherwise.
+    """
+    token = _token(tokens.token, attempt)
+    result = perform(to_http(call, tokens.config, token), task_id, attempt)
+    if not renews_after(result.status):
+        return result
+    fresh = _token(lambda: tokens.renew(token), attempt)
+    if fresh is None:
+        return result
+    log.info("DRP refused the user token for %s: renewed it, trying once more", describe(call))
+    return perform(to_http(call, tokens.config, fresh), task_id, attempt)
+
+
+def _token(get: Callable[[], _T], attempt: int) -> _T:
+    """``get()``, with DRP being unreachable turned into a deferral of the call."""
+    try:
+        return get()
+    except DrpUnavailableError as exc:
+        raise Deferred(backoff_s(attempt), f"no DRP token: {exc}") from None
 
 
 def describe(call: DrpCall) -> str:

@@ -297,3 +297,53 @@ def test_node_writes_owner_and_errors_back_to_drp(
         time.sleep(1)
         assert len(calls("POST", owner_path)) == 1  # written once, not on every reconcile
         assert len(calls("POST", error_path)) == 1
+
+
+def test_node_drp_write_back_uses_one_user_token_and_renews_it_on_401(
+    start_worker: StartWorker, producer_app: CtxpoolCelery
+) -> None:
+    """With a DRP user and password, a node (one process, 4 threads) fetches one user token
+    for all its write-backs and sends it as Bearer; when DRP refuses it (401), the call renews
+    it once and succeeds instead of failing."""
+    from broker_bridge.drpsim import DrpSim
+    from pool.calls import drp as drpcalls
+
+    with DrpSim() as sim:
+        user, password = next(iter(sim.users.items()))
+        token_path = f"/api/v3/users/{user}/token"
+        uuids = [sim.create_machine(f"m{i}")["Uuid"] for i in range(6)]
+        start_worker(
+            "wt",
+            ["tag-wt"],
+            CTXPOOL_DRP_URL=sim.url,
+            CTXPOOL_DRP_USERNAME=user,
+            CTXPOOL_DRP_PASSWORD=password,
+        )
+
+        def owners(want: str) -> bool:
+            return all(sim.get(u)["Params"].get("docker-context/owner") == want for u in uuids)
+
+        for uuid in uuids:
+            ti.submit_drp(drpcalls.set_param(uuid, "docker-context/owner", "wt"), producer_app)
+        wait_for(lambda: owners("wt"), 30, 0.1, what="6 owners written")
+        fetches = [r for r in list(sim.seen) if r[1].startswith(token_path)]
+        calls = [r for r in list(sim.seen) if not r[1].startswith(token_path)]
+        assert len(fetches) == 1
+        assert fetches[0][2].startswith("Basic ")
+        assert [(m, a) for m, _, a in calls] == [("POST", f"Bearer {sim.token}")] * 6
+
+        old, sim.token = sim.token, "rotated-token"
+        tid = ti.submit_drp(
+            drpcalls.set_param(uuids[0], "docker-context/owner", "again"), producer_app
+        )
+        wait_for(lambda: ti.result(tid, producer_app), 30, 0.1, what="call after rotation")
+        result = ti.result(tid, producer_app)
+        assert result is not None
+        assert (result.outcome, result.status) == ("ok", 200)
+        assert sim.get(uuids[0])["Params"]["docker-context/owner"] == "again"
+        after = list(sim.seen)[len(fetches) + len(calls) :]
+        assert [(m, a) for m, _, a in after] == [
+            ("POST", f"Bearer {old}"),  # refused: 401
+            ("GET", fetches[0][2]),  # exactly one renewal
+            ("POST", "Bearer rotated-token"),
+        ]

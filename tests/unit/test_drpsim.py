@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
-from broker_bridge.client import DrpAuthError, DrpClient, DrpConfig, DrpNotFoundError
 from broker_bridge.drpsim import DrpSim, PatchError, apply_patch
+from pool.drp.client import DrpClient
+from pool.drp.config import DrpConfig
+from pool.drp.errors import DrpAuthError, DrpNotFoundError
 
 drppy = pytest.importorskip("drppy_client", reason="drppy-client is a dev dependency")
 from drppy_client.api.contexts_api import ContextsApi  # noqa: E402

@@ -7,8 +7,9 @@ import random
 import socket
 
 import pytest
-from pydantic import SecretStr, ValidationError
+from pydantic import ValidationError
 
+from broker_bridge.drpsim import DrpSim
 from pool.calls import drp as drpcalls
 from pool.calls.http import (
     MAX_RETRY_AFTER_S,
@@ -18,9 +19,9 @@ from pool.calls.http import (
     redact_query,
     retry_after_s,
 )
-from pool.errors import ConfigError
+from pool.drp.config import DrpConfig
+from pool.drp.sync import TokenSource
 from pool.limits.task import Deferred
-from pool.settings import Settings
 from tests.support import RecordingServer
 
 
@@ -73,22 +74,30 @@ def test_perform_connection_refused_is_deferred() -> None:
 
 
 def test_drp_call_uses_worker_credentials() -> None:
-    settings = Settings(drp_url="https://drp:8092/", drp_token=SecretStr("s3cret"))
+    """The message carries no credentials; the worker adds its URL and a Bearer token (a user
+    token for a user and password: Basic is never sent with the call itself)."""
     call = drpcalls.set_param("3f1c-uuid", "docker-context/owner", "node-a")
     assert call.path == "/api/v3/machines/3f1c-uuid/params/docker-context%2Fowner"
+    config = DrpConfig(url="https://drp:8092/", token="s3cret")
     assert "s3cret" not in call.model_dump_json()  # credentials never travel in the message
-    req = drpcalls.to_http(call, settings)
+    req = drpcalls.to_http(call, config, "s3cret")
     assert req.url == "https://drp:8092/api/v3/machines/3f1c-uuid/params/docker-context%2Fowner"
     assert req.headers["Authorization"] == "Bearer s3cret"
     assert (req.limit, req.json_body) == ("drp-api", "node-a")
-    basic = Settings(drp_url="https://drp", drp_username="u", drp_password=SecretStr("p"))
-    assert drpcalls.to_http(call, basic).headers["Authorization"] == "Basic dTpw"
     patch = drpcalls.patch_machine("m", [{"op": "test", "path": "/Context", "value": "x"}])
-    assert drpcalls.to_http(patch, settings).headers["Content-Type"].endswith("patch+json")
-    with pytest.raises(ConfigError, match="CTXPOOL_DRP_URL"):
-        drpcalls.to_http(call, Settings())
-    with pytest.raises(ConfigError, match="credentials"):
-        drpcalls.to_http(call, Settings(drp_url="https://drp"))
+    assert drpcalls.to_http(patch, config, "t").headers["Content-Type"].endswith("patch+json")
+
+    with DrpSim() as sim:
+        uuid = sim.create_machine("m1")["Uuid"]
+        user, password = next(iter(sim.users.items()))
+        tokens = TokenSource(DrpConfig(url=sim.url, username=user, password=password))
+        call = drpcalls.set_param(uuid, "docker-context/owner", "node-a")
+        result = drpcalls.send(call, tokens, "t", 1)
+        assert (result.outcome, result.status) == ("ok", 200)
+        assert sim.get(uuid)["Params"]["docker-context/owner"] == "node-a"
+        [(_, _, basic), (method, _, bearer)] = sim.seen  # the token call, then the write-back
+        assert basic.startswith("Basic ")
+        assert (method, bearer) == ("POST", f"Bearer {sim.token}")
 
 
 def test_logged_form_of_a_request_masks_secrets() -> None:
