@@ -14,8 +14,11 @@ Owners and lifetimes:
     parked:<name>      set of uuids the node owns but parked in a permanent error (no capacity);
                        left when the owner re-claims it after a spec change, or disowns it.
     sweep-lease        string, lease of the pool-wide sweep (one node per period).
-    resync-done        string, start time (unix s) of the bridge's last complete resync; written
-                       by the bridge, read by nodes (an orphan older than it is gone from DRP).
+    epoch              string, random id created by the first resync after the store was empty
+                       (first start, or Redis lost its data); deleted only with the data.
+    resync-done        string, unix time of the last resync that completed within the current
+                       epoch (the bridge writes it; nodes read it: a labelled container without
+                       desired state after it belongs to a machine DRP no longer has).
     limit:<n>:tat:<k>  string, GCRA theoretical arrival time of bucket <k> of limit <n>; PX TTL
                        = how far it is ahead of now (+1 s).
     limit:<n>:slots:<k> zset holder -> lease expiry; TTL 2 x slot TTL, renewed by holders.
@@ -71,6 +74,10 @@ class Keys:
     @property
     def sweep_lease(self) -> str:
         return f"{self.prefix}sweep-lease"
+
+    @property
+    def epoch(self) -> str:
+        return f"{self.prefix}epoch"
 
     @property
     def resync_done(self) -> str:

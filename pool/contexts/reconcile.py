@@ -365,10 +365,12 @@ class Reconciler:
             log.warning("context %s: old container not removed (the sweep retries): %s", uuid, exc)
 
     def _orphan(self, uuid: str, owner: str | None) -> Outcome:
-        """No desired state at all: the store lost it, or the context is long gone.
+        """No desired state at all: the store lost it, or the context is gone from DRP.
 
-        Ownership is rebuilt from labels and the container kept for ``orphan_grace_s`` so a
-        resync can rewrite desired state; then it is removed.
+        Ownership is rebuilt from labels and the container kept until the bridge proves the
+        context gone: a resync that completed after Redis last lost its data wrote desired
+        state for every machine DRP wants, so a container still without any is not wanted.
+        Without a bridge (no resync marker), it is kept for ``orphan_grace_s``.
         """
         me = self.node.name
         containers = self.engine.list_containers(owner=me, uuid=uuid)
@@ -378,20 +380,28 @@ class Reconciler:
             return Outcome.NOTHING
         if owner is None:
             self.store.claim(uuid, me, None, 0)
+        # the marker first, the desired state second: a resync that completed before this
+        # read wrote its desired state before that read too
+        resynced = self.store.last_resync() is not None
+        if self.store.get_desired(uuid) is not None:  # written meanwhile: converge it
+            self.store.mark_dirty(uuid, self.settings.lock_ttl_s)
+            return Outcome.ORPHAN
         since = self.store.orphan_since(uuid)
         now = time.time()
-        if since is None:
+        if since is None and not resynced:
             self.store.set_status(uuid, owner=me, state=RunState.RUNNING.value, orphan_since=now)
             log.warning(
-                "context %s: container without desired state, kept %.0fs for a resync",
+                "context %s: container without desired state, kept until a resync completes "
+                "(at most %.0fs)",
                 uuid,
                 self.settings.orphan_grace_s,
             )
             return Outcome.ORPHAN
-        if now - since < self.settings.orphan_grace_s:
+        if not resynced and since is not None and now - since < self.settings.orphan_grace_s:
             return Outcome.ORPHAN
+        why = "a complete resync" if resynced else f"{self.settings.orphan_grace_s:.0f}s"
         for ref in containers:
-            self.engine.remove_container(ref, "orphan: no desired state")
+            self.engine.remove_container(ref, f"orphan: no desired state after {why}")
         self.store.disown(uuid, me)
         self.store.forget_status(uuid)
         return Outcome.REMOVED

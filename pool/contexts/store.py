@@ -7,6 +7,7 @@ Multi-key updates are Lua scripts (``pool/lua``); every key lives under one pref
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -86,6 +87,7 @@ class StateStore:
         self._lock_release = client.register_script(_script("lock_release"))
         self._lock_steal = client.register_script(_script("lock_steal"))
         self._lock_renew = client.register_script(_script("lock_renew"))
+        self._resync_begin = client.register_script(_script("resync_begin"))
         self._resync_done = client.register_script(_script("resync_done"))
 
     @classmethod
@@ -219,15 +221,34 @@ class StateStore:
             self.redis.zrem(self.keys.contexts, uuid)
 
     @_converting
-    def resync_completed(self, started_at: float) -> None:
-        """Record that a resync which started at ``started_at`` (unix s) wrote every context
-        DRP wants: desired state older than that start is complete (never moves back)."""
-        self._resync_done(keys=[self.keys.resync_done], args=[repr(started_at)])
+    def begin_resync(self) -> tuple[str, bool]:
+        """Start a resync.
+
+        Returns:
+            ``(epoch, fresh)``: the store's epoch, to pass to :meth:`resync_completed`, and
+            whether it was just created (the store was empty: first start, or Redis lost its
+            data; nodes need a heartbeat period to register again).
+        """
+        epoch, fresh = self._resync_begin(keys=[self.keys.epoch], args=[secrets.token_hex(8)])
+        return str(epoch), bool(int(fresh))
+
+    @_converting
+    def resync_completed(self, epoch: str) -> bool:
+        """Record that a resync begun in ``epoch`` wrote every context DRP wants.
+
+        Returns:
+            False (nothing recorded) when the store lost its data since the resync began.
+        """
+        return bool(
+            self._resync_done(
+                keys=[self.keys.epoch, self.keys.resync_done], args=[epoch, repr(time.time())]
+            )
+        )
 
     @_converting
     def last_resync(self) -> float | None:
-        """Start time of the last complete resync, ``None`` when none completed since Redis
-        last lost its data."""
+        """When the last complete resync of the current epoch finished (unix s); ``None``
+        when none has since Redis last lost its data."""
         raw = self.redis.get(self.keys.resync_done)
         return float(raw) if raw else None
 

@@ -1,7 +1,9 @@
--- Record the start time of a complete resync; never moves back (a slow, older resync that
--- finishes late must not hide a newer one). KEYS[1] resync-done  ARGV: started_at (unix s)
-local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tonumber(ARGV[1]) > cur then
-  redis.call('SET', KEYS[1], ARGV[1])
+-- A resync finished: every context DRP wants has desired state. Recorded only when the store
+-- kept its data since the resync began (same epoch): a resync that spanned a data loss proves
+-- nothing. KEYS[1] epoch  KEYS[2] resync-done   ARGV: epoch of the resync, now (unix s)
+-- Returns 1 when recorded.
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return 0
 end
+redis.call('SET', KEYS[2], ARGV[2])
 return 1

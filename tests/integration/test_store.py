@@ -12,6 +12,8 @@ from pool.contexts.store import LockHolder, StateStore
 from pool.errors import StoreError
 from pool.membership import Membership
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def st(redis_conn: redis.Redis) -> StateStore:
@@ -149,8 +151,17 @@ def test_preferred_node_is_a_hint_beside_the_spec(st: StateStore) -> None:
     assert desired.preferred is None
 
 
-def test_resync_marker_never_moves_back(st: StateStore) -> None:
+def test_resync_marker_needs_the_epoch_it_began_in(st: StateStore) -> None:
     assert st.last_resync() is None
-    st.resync_completed(200.0)
-    st.resync_completed(100.0)  # an older resync finishing late
-    assert st.last_resync() == 200.0
+    epoch, fresh = st.begin_resync()
+    assert fresh
+    assert st.begin_resync() == (epoch, False)
+    assert st.resync_completed(epoch)
+    assert st.last_resync() is not None
+    old = epoch
+    st.redis.flushdb()  # Redis lost its data while a resync ran
+    late_epoch, fresh = st.begin_resync()
+    assert fresh
+    assert late_epoch != old
+    assert not st.resync_completed(old)  # the old resync proves nothing now
+    assert st.last_resync() is None

@@ -14,6 +14,8 @@ from pool.contexts.sweep import Sweeper
 from pool.membership import Membership
 from pool.settings import Settings
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture
 def st(redis_conn: redis.Redis) -> StateStore:

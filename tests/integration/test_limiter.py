@@ -13,6 +13,8 @@ from pool.limits.limiter import Limiter, MemoryLimiter, RedisLimiter
 from pool.limits.spec import LimitSpec
 from tests import support
 
+pytestmark = pytest.mark.integration
+
 
 class FakeClock:
     def __init__(self) -> None:
