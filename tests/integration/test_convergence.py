@@ -212,13 +212,15 @@ def test_nudge_for_a_live_owner_is_forwarded(
     ctx_name: str,
     test_image: str,
 ) -> None:
-    start_worker("node-f1", ["tag-ci"])
+    # no periodic sweep could converge the update instead of the forwarded nudge
+    start_worker("node-f1", ["tag-ci"], CTXPOOL_SWEEP_S="3600")
     u = str(uuidlib.uuid4())
     api.apply(_spec(ctx_name, u, test_image, "ci"))
     wait_for(lambda: store.owner(u) == "node-f1", 30, what="claimed")
-    start_worker("node-f2", ["tag-ci", "tag-other"])
+    f2 = start_worker("node-f2", ["tag-ci", "tag-other"], CTXPOOL_SWEEP_S="3600")
     # a new spec whose nudge reaches the wrong node: it is forwarded to node-f1
     store.put_desired(u, Desired.PRESENT, _spec(ctx_name, u, test_image, "ci", version="2"))
     api.publish(Nudge(uuid=u), node_queue("node-f2"))
     wait_for(_converged(docker_engine, store, ctx_name, {u: "2"}), 30, what="forwarded update")
     assert store.owner(u) == "node-f1"
+    assert "'forwarded'" in f2.log()  # node-f2 forwarded it (the task's logged outcome)
