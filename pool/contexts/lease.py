@@ -56,7 +56,7 @@ class LeaseRenewer:
         if not leases:
             return
         try:
-            held = self.store.lock_renew(leases, self.ttl_s)
+            held = self.store.locks.renew(leases, self.ttl_s)
         except CtxpoolError as exc:  # Redis trouble: the next round tries again
             log.warning("could not renew %d context leases: %s", len(leases), exc)
             return

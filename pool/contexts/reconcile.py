@@ -20,8 +20,9 @@ from typing import Protocol
 from pool.contexts import placement
 from pool.contexts.engine import DockerEngine
 from pool.contexts.lease import LeaseRenewer
+from pool.contexts.locks import LockHolder
 from pool.contexts.models import Desired, DesiredState, Nudge, Publisher, RunState
-from pool.contexts.store import LockHolder, StateStore
+from pool.contexts.store import StateStore
 from pool.errors import EngineError, PermanentContextError
 from pool.queues import node_queue, tag_queue
 from pool.settings import Settings
@@ -161,12 +162,12 @@ class Reconciler:
         outcome = Outcome.NOTHING
         for _ in range(MAX_ROUNDS):
             token = self._token()
-            acquired, holder = self.store.lock_acquire(uuid, token, self.settings.lock_ttl_s)
+            acquired, holder = self.store.locks.acquire(uuid, token, self.settings.lock_ttl_s)
             if not acquired:
                 if (
                     holder
                     and self._holder_dead(holder)
-                    and self.store.lock_steal(uuid, holder, token, self.settings.lock_ttl_s)
+                    and self.store.locks.steal(uuid, holder, token, self.settings.lock_ttl_s)
                 ):
                     log.warning(
                         "context %s: took over the lease of dead holder %s",
@@ -181,7 +182,7 @@ class Reconciler:
                 with self.leases.holding(uuid, token):
                     outcome = work()
             finally:
-                released = self.store.lock_release(uuid, token)
+                released = self.store.locks.release(uuid, token)
             if outcome is Outcome.BACKLOGGED:
                 # Hold this worker slot (not the lease: others may work on the context) for
                 # one capacity-check period, so the node's gate closes its tag queues before
@@ -312,7 +313,7 @@ class Reconciler:
             uuid, me, desired.generation, self.settings.tombstone_ttl_s
         ):
             # desired state changed meanwhile: run once more before the lease goes
-            self.store.mark_dirty(uuid, self.settings.lock_ttl_s)
+            self.store.locks.mark_dirty(uuid, self.settings.lock_ttl_s)
         return Outcome.REMOVED
 
     def _converge_present(self, uuid: str, desired: DesiredState, fresh: bool = False) -> Outcome:
@@ -384,7 +385,7 @@ class Reconciler:
         # read wrote its desired state before that read too
         resynced = self.store.last_resync() is not None
         if self.store.get_desired(uuid) is not None:  # written meanwhile: converge it
-            self.store.mark_dirty(uuid, self.settings.lock_ttl_s)
+            self.store.locks.mark_dirty(uuid, self.settings.lock_ttl_s)
             return Outcome.ORPHAN
         since = self.store.orphan_since(uuid)
         now = time.time()

@@ -1,4 +1,5 @@
-"""The desired-state store in Redis: desired state, observed status, ownership, lease locks.
+"""The desired-state store in Redis: desired state, observed status, ownership (leases are in
+:mod:`pool.contexts.locks`, membership in :mod:`pool.membership`).
 
 Multi-key updates are Lua scripts (``pool/lua``); every key lives under one prefix
 (``pool.keys``). Redis errors become :class:`~pool.errors.StoreError`.
@@ -16,6 +17,7 @@ from typing import Any
 import redis
 from pydantic import ValidationError
 
+from pool.contexts.locks import Locks
 from pool.contexts.models import ContextSpec, ContextStatus, Desired, DesiredState, RunState
 from pool.keys import Keys
 from pool.membership import Members
@@ -26,24 +28,6 @@ log = logging.getLogger(__name__)
 
 _converting = converting("state store")
 _script = lua
-
-
-@dataclass(frozen=True, slots=True)
-class LockHolder:
-    """Who holds a lease: parsed from the lock token ``node|incarnation|pid|nonce``."""
-
-    node: str
-    incarnation: str
-    pid: int | None
-    token: str
-
-    @classmethod
-    def parse(cls, token: str) -> LockHolder:
-        parts = token.split("|")
-        pid = int(parts[2]) if len(parts) > 2 and parts[2].isdigit() else None
-        return cls(
-            node=parts[0], incarnation=parts[1] if len(parts) > 1 else "", pid=pid, token=token
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,15 +62,12 @@ class StateStore:
         self.redis = client
         self.keys = Keys(prefix)
         self.members = Members(client, self.keys)
+        self.locks = Locks(client, self.keys)
         self._put_desired = client.register_script(_script("put_desired"))
         self._claim = client.register_script(_script("claim"))
         self._disown = client.register_script(_script("disown"))
         self._park = client.register_script(_script("park"))
         self._finalize_absent = client.register_script(_script("finalize_absent"))
-        self._lock_acquire = client.register_script(_script("lock_acquire"))
-        self._lock_release = client.register_script(_script("lock_release"))
-        self._lock_steal = client.register_script(_script("lock_steal"))
-        self._lock_renew = client.register_script(_script("lock_renew"))
         self._resync_begin = client.register_script(_script("resync_begin"))
         self._resync_done = client.register_script(_script("resync_done"))
 
@@ -340,11 +321,6 @@ class StateStore:
         self.redis.delete(self.keys.status(uuid))
 
     @_converting
-    def mark_dirty(self, uuid: str, ttl_s: float) -> None:
-        """Ask the current lease holder to run once more before it lets go."""
-        self.redis.set(self.keys.dirty(uuid), "1", px=int(ttl_s * 1000))
-
-    @_converting
     def owner(self, uuid: str) -> str | None:
         value: str | None = self.redis.get(self.keys.owner(uuid))
         return value or None
@@ -431,53 +407,6 @@ class StateStore:
                 args=[uuid, node, generation, ttl_s, repr(time.time())],
             )
         )
-
-    # ---- lease locks ---------------------------------------------------------------------
-
-    @_converting
-    def lock_acquire(self, uuid: str, token: str, ttl_s: float) -> tuple[bool, str]:
-        """Try to take the lease of ``uuid``. On failure the context is marked dirty.
-
-        Returns:
-            ``(acquired, holder_token)``.
-        """
-        ok, holder = self._lock_acquire(
-            keys=[self.keys.lock(uuid), self.keys.dirty(uuid)], args=[token, int(ttl_s * 1000)]
-        )
-        return bool(int(ok)), str(holder)
-
-    @_converting
-    def lock_release(self, uuid: str, token: str) -> int:
-        """Release the lease: 1 released, 2 released but dirty (run again), 0 not held."""
-        return int(
-            self._lock_release(keys=[self.keys.lock(uuid), self.keys.dirty(uuid)], args=[token])
-        )
-
-    @_converting
-    def lock_steal(self, uuid: str, holder: str, token: str, ttl_s: float) -> bool:
-        """Replace a dead holder's lease with ours (CAS on the holder token)."""
-        return bool(
-            self._lock_steal(keys=[self.keys.lock(uuid)], args=[holder, token, int(ttl_s * 1000)])
-        )
-
-    @_converting
-    def lock_renew(self, leases: list[tuple[str, str]], ttl_s: float) -> list[bool]:
-        """Extend many leases ``(uuid, token)`` by ``ttl_s`` in one round trip.
-
-        Returns:
-            For each lease, whether it was still held (False: expired or taken over).
-        """
-        with self.redis.pipeline(transaction=False) as pipe:
-            for uuid, token in leases:
-                self._lock_renew(
-                    keys=[self.keys.lock(uuid)], args=[token, int(ttl_s * 1000)], client=pipe
-                )
-            return [bool(int(r)) for r in pipe.execute()]
-
-    @_converting
-    def lease(self, key: str, token: str, ttl_s: float) -> bool:
-        """A plain ``SET NX PX`` lease on a full key name (e.g. the sweep lease)."""
-        return bool(self.redis.set(key, token, nx=True, px=int(ttl_s * 1000)))
 
     @_converting
     def ping(self) -> None:

@@ -78,7 +78,7 @@ class Sweeper:
                 report.errors += 1
                 log.warning("sweep: context %s: %s", uuid, exc)
         lease_ttl_s = max(self.settings.sweep_s * 0.9, 1.0)
-        if self.store.lease(self.store.keys.sweep_lease, me, lease_ttl_s):
+        if self.store.locks.lease(self.store.keys.sweep_lease, me, lease_ttl_s):
             report.pool_sweep = True
             report.renudged = self.sweep_pool()
         log.info(

@@ -89,6 +89,6 @@ def test_a_full_node_releases_the_lease_before_it_pauses(redis_conn: redis.Redis
         time.sleep(0.01)
     assert published[-1][1] == "tag-ci"  # sent back to its tag queue
     assert backlog.is_alive()  # ... and pausing one capacity-check period
-    acquired, _ = store.lock_acquire("m1", "probe", 5.0)
+    acquired, _ = store.locks.acquire("m1", "probe", 5.0)
     assert acquired  # without holding the lease meanwhile
     backlog.join()

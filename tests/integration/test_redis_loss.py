@@ -74,8 +74,10 @@ def test_redis_lost_and_bridge_killed_while_drp_changes(
     ctx_name: str,
     test_image: str,
     tmp_path: Path,
+    pool_env: dict[str, str],
 ) -> None:
     env = {
+        **pool_env,
         "CTXPOOL_BROKER_URL": own_redis.url,
         "CTXPOOL_REDIS_URL": own_redis.url,
         "CTXPOOL_HEARTBEAT_S": "0.5",

@@ -7,8 +7,9 @@ import time
 import pytest
 import redis
 
+from pool.contexts.locks import LockHolder
 from pool.contexts.models import ContextSpec, Desired
-from pool.contexts.store import LockHolder, StateStore
+from pool.contexts.store import StateStore
 from pool.errors import StoreError
 from pool.membership import Membership
 
@@ -82,25 +83,25 @@ def test_claim_is_compare_and_set_with_capacity(st: StateStore) -> None:
 
 
 def test_lock_dirty_protocol(st: StateStore) -> None:
-    assert st.lock_acquire("m1", "A", 10) == (True, "A")
-    assert st.lock_acquire("m1", "B", 10) == (False, "A")  # marks dirty
-    assert st.lock_release("m1", "A") == 2  # holder must run again
-    assert st.lock_acquire("m1", "A", 10) == (True, "A")
-    assert st.lock_release("m1", "A") == 1
-    assert st.lock_release("m1", "A") == 0
+    assert st.locks.acquire("m1", "A", 10) == (True, "A")
+    assert st.locks.acquire("m1", "B", 10) == (False, "A")  # marks dirty
+    assert st.locks.release("m1", "A") == 2  # holder must run again
+    assert st.locks.acquire("m1", "A", 10) == (True, "A")
+    assert st.locks.release("m1", "A") == 1
+    assert st.locks.release("m1", "A") == 0
 
 
 def test_lock_lease_expires(st: StateStore) -> None:
-    assert st.lock_acquire("m1", "A", 0.2)[0]
+    assert st.locks.acquire("m1", "A", 0.2)[0]
     time.sleep(0.3)
-    assert st.lock_acquire("m1", "B", 10)[0]
+    assert st.locks.acquire("m1", "B", 10)[0]
 
 
 def test_lock_steal_is_cas(st: StateStore) -> None:
-    st.lock_acquire("m1", "A", 10)
-    assert not st.lock_steal("m1", "X", "B", 10)
-    assert st.lock_steal("m1", "A", "B", 10)
-    assert st.lock_release("m1", "B") == 1
+    st.locks.acquire("m1", "A", 10)
+    assert not st.locks.steal("m1", "X", "B", 10)
+    assert st.locks.steal("m1", "A", "B", 10)
+    assert st.locks.release("m1", "B") == 1
 
 
 def test_finalize_absent_requires_current_generation(st: StateStore) -> None:

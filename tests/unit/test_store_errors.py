@@ -37,7 +37,7 @@ STORE_CALLS: list[tuple[str, Callable[[StateStore], Any]]] = [
     ("status", lambda st: st.status("m1")),
     ("statuses", lambda st: st.statuses(["m1"])),
     ("claim", lambda st: st.claim("m1", "n", None)),
-    ("lock_acquire", lambda st: st.lock_acquire("m1", "t", 1.0)),
+    ("lock_acquire", lambda st: st.locks.acquire("m1", "t", 1.0)),
     ("owned_by", lambda st: st.owned_by("n")),
     ("sweep_rows", lambda st: st.sweep_rows(["m1"])),
     ("check_server", lambda st: st.check_server()),
