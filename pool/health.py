@@ -69,6 +69,11 @@ class Health:
             else:
                 state.stale_after_s, state.stopped = stale_after_s, False
 
+    def unregister(self, name: str) -> None:
+        """Stop watching loop ``name`` (stopped on purpose: shutdown, a consumer restart)."""
+        with self._lock:
+            self._loops.pop(name, None)
+
     def ok(self, name: str) -> None:
         """Loop ``name`` finished a round successfully."""
         with self._lock:
@@ -85,7 +90,7 @@ class Health:
                 state.last_error = f"{type(exc).__name__}: {exc}"[:300]
 
     def stopped(self, name: str) -> None:
-        """Loop ``name`` ended (on purpose at shutdown, or not)."""
+        """Loop ``name`` ended although nobody stopped it (a bug: it shows until restarted)."""
         with self._lock:
             state = self._loops.get(name)
             if state is not None:

@@ -133,7 +133,10 @@ class LimitGate:
                 if not self._stop.is_set():
                     self._stop.wait(backoff.next_s())
         finally:
-            self.health.stopped(self.loop)
+            if self._stop.is_set():
+                self.health.unregister(self.loop)
+            else:  # ended without being told to: visible until the gate is started again
+                self.health.stopped(self.loop)
 
     def _serve(self, conn: Connection) -> None:
         channel = conn.channel()
