@@ -141,7 +141,46 @@ def purge_queues(names: list[str]) -> None:
                 conn.connect()
 
 
-class Worker:
+class Process:
+    """A ctxpool process of the test's own, in its own session, logging to ``log_path``."""
+
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def spawn(self, cmd: list[str], env: dict[str, str]) -> None:
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                cmd,
+                cwd=REPO,
+                env={**os.environ, **env},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group (a worker's pool children included)."""
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+class Worker(Process):
     """A real ``celery -A pool worker`` subprocess serving as one ctxpool node."""
 
     def __init__(
@@ -154,17 +193,16 @@ class Worker:
         pool: str = "threads",
         app: str = "pool",
     ) -> None:
+        super().__init__(log_dir / f"worker-{node}.log")
         self.app = app
         self.node = node
         self.queues = queues
-        self.log_path = log_dir / f"worker-{node}.log"
         self.env = env or {}
         self.concurrency = concurrency
         self.pool = pool
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Worker:
-        env = {**os.environ, **self.env, "CTXPOOL_NODE_NAME": self.node}
+        env = {**self.env, "CTXPOOL_NODE_NAME": self.node}
         cmd = [
             sys.executable,
             "-m",
@@ -185,19 +223,8 @@ class Worker:
         ]
         if self.queues:
             cmd += ["-Q", ",".join(self.queues)]
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                cmd,
-                cwd=REPO,
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.spawn(cmd, env)
         return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def wait_ready(self, timeout_s: float = 30.0) -> None:
         def ready() -> bool:
@@ -224,23 +251,6 @@ class Worker:
             except FileNotFoundError:
                 continue
         return total
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self) -> None:
-        """SIGKILL the whole worker (main process and pool children)."""
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self, timeout_s: float = 20.0) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 def container_state(client: docker.DockerClient, name_prefix: str) -> dict[str, Any]:
@@ -401,45 +411,20 @@ class RedisServer:
             self.proc.wait(10)
 
 
-def _pings(client: redis.Redis) -> bool:
+def _pings(client: "redis.Redis[bytes]") -> bool:
     try:
         return bool(client.ping())
     except redis.RedisError:
         return False
 
 
-class BridgeProcess:
+class BridgeProcess(Process):
     """``python -m broker_bridge`` as a process of its own (so a test can ``kill -9`` it)."""
 
     def __init__(self, env: dict[str, str], log_dir: Path) -> None:
+        super().__init__(log_dir / "bridge.log")
         self.env = env
-        self.log_path = log_dir / "bridge.log"
-        self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> BridgeProcess:
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "broker_bridge"],
-                cwd=REPO,
-                env={**os.environ, **self.env},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.spawn([sys.executable, "-m", "broker_bridge"], self.env)
         return self
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.kill()
