@@ -411,7 +411,7 @@ class RedisServer:
             self.proc.wait(10)
 
 
-def _pings(client: "redis.Redis[bytes]") -> bool:
+def _pings(client: redis.Redis[bytes]) -> bool:
     try:
         return bool(client.ping())
     except redis.RedisError:
