@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from pool.celery import app
 from pool.contexts.models import Nudge
-from pool.errors import StoreError
+from pool.errors import CtxpoolError, StoreError
 from pool.node.runtime import node_runtime
 from pool.queues import RECONCILE_TASK, SWEEP_TASK
 
@@ -50,7 +50,7 @@ def sweep(self: Any, node: str) -> dict[str, Any]:
         return {}
     try:
         report = rt.sweeper().sweep()
-    except StoreError as exc:
+    except CtxpoolError as exc:  # Redis or the engine unreachable: the next period sweeps
         log.warning("sweep skipped: %s", exc)
         return {}
     return {"checked": report.checked, "errors": report.errors, "renudged": report.renudged}
