@@ -52,6 +52,10 @@ class DrpNotFoundError(DrpError):
     """404: no such object."""
 
 
+class DrpFrameTooLargeError(DrpUnavailableError):
+    """DRP sent a websocket frame over the client's limit: the connection cannot go on."""
+
+
 @dataclass(frozen=True, slots=True)
 class DrpConfig:
     url: str
@@ -241,13 +245,15 @@ class DrpClient:
         registrations: Sequence[str] = REGISTRATIONS,
         heartbeat_s: float = 20.0,
         on_registered: Callable[[], None] | None = None,
+        max_msg_size: int = 64 * 1024 * 1024,
     ) -> AsyncIterator[str]:
         """Connect, register, wait for every acknowledgement, then yield raw event frames.
 
         Ends (returns) when DRP closes the stream; the caller reconnects and resyncs.
 
         Raises:
-            DrpAuthError, DrpUnavailableError.
+            DrpAuthError, DrpUnavailableError: the connection failed or broke.
+            DrpFrameTooLargeError: a frame over ``max_msg_size`` bytes broke the connection.
         """
         token = await self._bearer()
         ws_url = self.config.url.replace("http", "ws", 1) + "/api/v3/ws"
@@ -256,7 +262,7 @@ class DrpClient:
                 ws_url,
                 headers={"Authorization": f"Bearer {token}"},
                 heartbeat=heartbeat_s,
-                max_msg_size=64 * 1024 * 1024,
+                max_msg_size=max_msg_size,
             )
         except aiohttp.WSServerHandshakeError as exc:
             if exc.status in (401, 403):
@@ -265,12 +271,17 @@ class DrpClient:
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise DrpUnavailableError(f"DRP websocket: {type(exc).__name__}: {exc}") from exc
         async with ws:
-            for reg in registrations:
-                await ws.send_str(f"register {reg}")
+            try:
+                for reg in registrations:
+                    await ws.send_str(f"register {reg}")
+            except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
+                raise DrpUnavailableError(f"DRP websocket: register: {exc}") from exc
             acks = 0
             async for msg in ws:
                 if msg.type != aiohttp.WSMsgType.TEXT:
-                    if msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSED):
+                    if msg.type == aiohttp.WSMsgType.ERROR:
+                        raise _ws_error(msg.data, max_msg_size)
+                    if msg.type == aiohttp.WSMsgType.CLOSED:
                         break
                     continue
                 if acks < len(registrations) and '"websocket"' in msg.data:
@@ -281,3 +292,12 @@ class DrpClient:
                             on_registered()
                     continue
                 yield msg.data
+
+
+def _ws_error(exc: object, max_msg_size: int) -> DrpError:
+    """The error for a failed websocket read (a frame over the limit, a protocol error)."""
+    if getattr(exc, "code", None) == aiohttp.WSCloseCode.MESSAGE_TOO_BIG:
+        return DrpFrameTooLargeError(
+            f"DRP websocket: an event frame too large (over {max_msg_size} bytes)"
+        )
+    return DrpUnavailableError(f"DRP websocket: {type(exc).__name__}: {exc}")

@@ -6,17 +6,21 @@ import asyncio
 import logging
 import signal
 
-from prometheus_client import CollectorRegistry, start_http_server
 from pydantic import ValidationError
 
-from broker_bridge.bridge import Bridge, BridgeConfig
+from broker_bridge.bridge import Bridge
 from broker_bridge.client import DrpClient, DrpConfig, DrpError
+from broker_bridge.config import BridgeConfig
 from broker_bridge.metrics import BridgeCollector
 from broker_bridge.sink import PoolSink
 from pool.appconfig import create_app
+from pool.health import serve_health
 from pool.settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: Where the bridge's /healthz and /metrics listen (scraped from other hosts).
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104
 
 
 def bridge_config(settings: Settings) -> BridgeConfig:
@@ -50,18 +54,20 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
         except (NotImplementedError, RuntimeError):  # not the main thread
             break
     bridge = Bridge(client, PoolSink(rt.store, rt.api), bridge_config(settings))
-    if settings.bridge_metrics_port:
-        registry = CollectorRegistry()
-        registry.register(BridgeCollector(bridge))
-        try:
-            start_http_server(settings.bridge_metrics_port, registry=registry)
-            log.info("bridge metrics on :%d/metrics", settings.bridge_metrics_port)
-        except OSError as exc:
-            log.error("bridge metrics not served on :%d: %s", settings.bridge_metrics_port, exc)
+    server = None
+    if settings.bridge_metrics_port:  # /healthz (503: a loop dead or no recent resync), /metrics
+        server = serve_health(
+            bridge.health,
+            settings.bridge_metrics_port,
+            ALL_INTERFACES,
+            BridgeCollector(bridge),
+        )
     log.info("bridge for DRP %s (engine %s) starting", config.url, settings.engine)
     try:
         await bridge.run(stop)
     finally:
+        if server is not None:
+            server.stop()
         await client.close()
         app.close()
 

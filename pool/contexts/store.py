@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import redis
 from pydantic import ValidationError
 
@@ -46,6 +47,20 @@ class LockHolder:
 
 
 @dataclass(frozen=True, slots=True)
+class DesiredDigest:
+    """The gist of one context's desired state: what a producer compares with its own view
+    (read in bulk by :meth:`StateStore.desired_digests`)."""
+
+    uuid: str
+    desired: Desired
+    generation: int
+    tag: str | None
+    context: str | None  # of the stored spec (None: absent, or no readable spec)
+    image: str | None
+    owner: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class ClaimResult:
     """Outcome of an ownership compare-and-set."""
 
@@ -72,6 +87,7 @@ class StateStore:
         self._lock_release = client.register_script(_script("lock_release"))
         self._lock_steal = client.register_script(_script("lock_steal"))
         self._resync_done = client.register_script(_script("resync_done"))
+        self._desired_digests = client.register_script(_script("desired_digests"))
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "ctxpool:") -> StateStore:
@@ -161,6 +177,55 @@ class StateStore:
         """Every context id in the index, oldest change first."""
         for uuid, _score in self.redis.zscan_iter(self.keys.contexts, count=batch):
             yield uuid
+
+    @_converting
+    def context_ids(self, batch: int = 2000) -> set[str]:
+        """Every context id in the index (tombstones included), read in full.
+
+        Raises:
+            StoreError: Redis is unreachable.
+        """
+        return {uuid for uuid, _score in self.redis.zscan_iter(self.keys.contexts, count=batch)}
+
+    #: Contexts per call of :meth:`desired_digests` (one Lua call each; bounds its run time).
+    DIGEST_BATCH = 500
+
+    @_converting
+    def desired_digests(self, uuids: Collection[str]) -> dict[str, DesiredDigest]:
+        """The desired state of many contexts, in one round trip per :attr:`DIGEST_BATCH`.
+
+        Args:
+            uuids: the contexts to read.
+
+        Returns:
+            ``uuid -> DesiredDigest`` for every one the store has desired state for (absent
+            tombstones included); unknown ones are left out.
+
+        Raises:
+            StoreError: Redis is unreachable.
+        """
+        ordered = list(uuids)
+        out: dict[str, DesiredDigest] = {}
+        ctx, owner = self.keys.ctx, self.keys.owner
+        for start in range(0, len(ordered), self.DIGEST_BATCH):
+            chunk = ordered[start : start + self.DIGEST_BATCH]
+            keys = [ctx(u) for u in chunk] + [owner(u) for u in chunk]
+            rows = orjson.loads(self._desired_digests(keys=keys))
+            for uuid, (desired, generation, tag, context, image, owned_by) in zip(
+                chunk, rows, strict=True
+            ):
+                if desired not in (Desired.PRESENT, Desired.ABSENT):
+                    continue
+                out[uuid] = DesiredDigest(
+                    uuid=uuid,
+                    desired=Desired(desired),
+                    generation=int(generation or 0),
+                    tag=tag or None,
+                    context=context or None,
+                    image=image or None,
+                    owner=owned_by or None,
+                )
+        return out
 
     @_converting
     def forget_index_entry(self, uuid: str) -> None:

@@ -140,11 +140,13 @@ def test_unreachable_redis_is_a_store_error() -> None:
 def test_preferred_node_is_a_hint_beside_the_spec(st: StateStore) -> None:
     gen, _ = st.put_desired("u1", Desired.PRESENT, spec(uuid="u1"), preferred="node-b")
     desired = st.get_desired("u1")
-    assert desired is not None and desired.preferred == "node-b"
+    assert desired is not None
+    assert desired.preferred == "node-b"
     again, changed = st.put_desired("u1", Desired.PRESENT, spec(uuid="u1"), preferred=None)
     assert (again, changed) == (gen, False)  # a hint changes no generation
     desired = st.get_desired("u1")
-    assert desired is not None and desired.preferred is None
+    assert desired is not None
+    assert desired.preferred is None
 
 
 def test_resync_marker_never_moves_back(st: StateStore) -> None:
