@@ -139,10 +139,7 @@ class Bridge:
         self.pending.offer(change.uuid, change.machine)
 
     def _context_changed(self, change: ContextChange) -> None:
-        if change.context is None:
-            self.contexts.pop(change.name, None)
-        else:
-            self.contexts[change.name] = change.context
+        self.writer.set_context(change.name, change.context)
         for machine in self.machines.values():  # re-evaluate its users
             if machine.context == change.name:  # (a pending event for one is newer)
                 self.pending.offer_if_idle(machine.uuid, machine)
@@ -154,7 +151,7 @@ class Bridge:
         due = self.pending.due()
         size = self.config.page_size
         for start in range(0, len(due), size):
-            self.tasks.spawn(self._converge_events(due[start : start + size]), "event writes")
+            self._spawn_events(due[start : start + size], "event writes")
         clusters = self.clusters.pending.due()
         for uuid, (kind, cluster) in clusters:
             self.clusters.spawn(kind, uuid, cluster)
@@ -166,11 +163,21 @@ class Bridge:
         ``aggregated``: the machine's params already include its profiles'."""
         await self._converge_events([(uuid, machine)], aggregated)
 
+    def _spawn_events(self, batch: list[tuple[str, Machine | None]], name: str) -> None:
+        """Converge machines released from the coalescer, each stamped now with the time of
+        its latest event (a batch released later carries newer states)."""
+        event_at = self.writer.event_at
+        stamps = {uuid: event_at[uuid] for uuid, _ in batch if uuid in event_at}
+        self.tasks.spawn(self._converge_events(batch, stamps=stamps), name)
+
     async def _converge_events(
-        self, batch: list[tuple[str, Machine | None]], aggregated: bool = False
+        self,
+        batch: list[tuple[str, Machine | None]],
+        aggregated: bool = False,
+        stamps: dict[str, float] | None = None,
     ) -> None:
         try:
-            await self.writer.converge(batch, aggregated=aggregated)
+            await self.writer.converge(batch, aggregated=aggregated, stamps=stamps)
         except CtxpoolError as exc:
             self.stats["errors"] += len(batch)
             log.warning("%d machines not converged (%s); the next resync retries", len(batch), exc)
@@ -213,14 +220,15 @@ class Bridge:
                 }
             )
         finally:
-            await self._drain()
+            await self.drain()
 
-    async def _drain(self) -> None:
-        """Shutdown: converge every machine and cluster still in its coalescing window."""
+    async def drain(self) -> None:
+        """Converge every machine and cluster still in its coalescing window, now, and wait
+        for every write (shutdown, benches)."""
         pending = self.pending.drain()
         size = self.config.page_size
         for start in range(0, len(pending), size):
-            self.tasks.spawn(self._converge_events(pending[start : start + size]), "drain")
+            self._spawn_events(pending[start : start + size], "drain")
         for uuid, (kind, cluster) in self.clusters.pending.drain():
             self.clusters.spawn(kind, uuid, cluster)
         await self.idle()

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Coroutine
+from collections import deque
+from collections.abc import AsyncIterator, Coroutine, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -13,33 +14,73 @@ log = logging.getLogger(__name__)
 
 
 class KeyedLocks:
-    """One :class:`asyncio.Lock` per key while anyone holds or waits for it; the entry is
-    dropped when the last one leaves (so a bridge seeing millions of keys keeps none)."""
+    """Exclusive holds on keys, FIFO per key. A key has an entry only while someone holds or
+    waits for it, so a bridge that sees millions of machines keeps none at rest.
+
+    :meth:`hold` takes several keys at once, in sorted order (two holders of overlapping key
+    sets cannot deadlock); free keys are taken without yielding, so a task that holds nothing
+    else gets them in the order it was started.
+    """
 
     def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._waiters: dict[str, deque[asyncio.Future[None]]] = {}  # key held -> waiters
 
     def __len__(self) -> int:
-        return len(self._locks)
+        return len(self._waiters)
 
     def busy(self, key: str) -> bool:
-        """Whether someone holds or waits for ``key`` (a write for it is in flight)."""
-        return key in self._locks
+        """Whether someone holds ``key``."""
+        return key in self._waiters
 
     @asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
-        """Hold ``key``'s lock (FIFO among waiters)."""
-        lock, users = self._locks.get(key) or (asyncio.Lock(), 0)
-        self._locks[key] = (lock, users + 1)
+    async def hold(self, *keys: str) -> AsyncIterator[None]:
+        """Hold every key of ``keys`` (duplicates allowed) until the block ends."""
+        taken = await self._acquire(sorted(set(keys)))
         try:
-            async with lock:
-                yield
+            yield
         finally:
-            lock, users = self._locks[key]
-            if users <= 1:
-                del self._locks[key]
+            self._release(taken)
+
+    @asynccontextmanager
+    async def hold_all(self, keys: Iterable[str]) -> AsyncIterator[None]:
+        """:meth:`hold` for an iterable of keys."""
+        async with self.hold(*keys):
+            yield
+
+    async def _acquire(self, keys: list[str]) -> list[str]:
+        taken: list[str] = []
+        try:
+            for key in keys:
+                waiters = self._waiters.get(key)
+                if waiters is None:
+                    self._waiters[key] = deque()
+                else:
+                    turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                    waiters.append(turn)
+                    try:
+                        await turn  # the holder hands the key over on release
+                    except asyncio.CancelledError:
+                        if turn.done() and not turn.cancelled():
+                            self._release([key])  # handed over, but we are leaving
+                        elif turn in waiters:
+                            waiters.remove(turn)
+                        raise
+                taken.append(key)
+        except BaseException:
+            self._release(taken)
+            raise
+        return taken
+
+    def _release(self, keys: list[str]) -> None:
+        for key in keys:
+            waiters = self._waiters[key]
+            while waiters:
+                turn = waiters.popleft()
+                if not turn.done():
+                    turn.set_result(None)  # the key passes to this waiter, still held
+                    break
             else:
-                self._locks[key] = (lock, users - 1)
+                del self._waiters[key]
 
 
 class TaskSet:

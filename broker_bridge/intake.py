@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -140,12 +141,14 @@ def _machine(action: str, key: str, obj: Any, original: Any) -> MachineChange | 
     return MachineChange(machine.uuid, machine)
 
 
-def slim_machine(obj: Any, key: str = "?") -> Machine:
+def slim_machine(obj: Any, key: str = "?", known: Mapping[str, Machine] | None = None) -> Machine:
     """A :class:`Machine` with only the fields the bridge needs (small in memory).
 
     Args:
         obj: DRP's machine JSON (from an event or a listing).
         key: what to call it in errors when it has no usable ``Uuid``.
+        known: machines parsed before, by uuid; an equal one is returned as it is (a resync
+            of unchanged machines builds no new objects).
 
     Raises:
         BadObject: not an object, no valid ``Uuid``, ``Context``, ``Params`` or ``Profiles``
@@ -166,11 +169,20 @@ def slim_machine(obj: Any, key: str = "?") -> Machine:
     if not isinstance(profiles, list) or not all(isinstance(p, str) for p in profiles):
         raise BadObject(uuid, "Profiles must be a list of names")
     name = obj.get("Name")
-    slim = {k: params[k] for k in SLIM_PARAMS if params and k in params}
-    # fields checked above: skip validating them a second time (this is the resync's hot path)
-    return Machine.model_construct(
+    name = name if isinstance(name, str) else ""
+    slim = {k: params[k] for k in SLIM_PARAMS if k in params} if params else {}
+    before = known.get(uuid) if known is not None else None
+    if (
+        before is not None
+        and before.context == context
+        and before.params == slim
+        and before.name == name
+        and before.profiles == profiles
+    ):
+        return before
+    return Machine(
         uuid=uuid,
-        name=name if isinstance(name, str) else "",
+        name=name,
         context=context,
         params=slim,
         profiles=profiles,

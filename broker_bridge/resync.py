@@ -33,6 +33,8 @@ from pool.errors import CtxpoolError
 
 log = logging.getLogger(__name__)
 
+#: How long the stamp of a written state is kept after a resync listed past it.
+STAMPS_KEPT_S = 60.0
 SLIM_QUERY = "aggregate=true&slim=Meta&params=" + ",".join(sorted(SLIM_PARAMS))
 
 
@@ -87,15 +89,11 @@ class Resyncer:
         extra = await self.writer.in_thread(self.sink.present_except, report.keep)
         extra = {u for u in extra if not self.writer.newer_than(u, listed_from)}
         if extra:
-            for uuid in extra:
-                self.writer.machines.pop(uuid, None)
             removed = await self.writer.converge(
                 [(uuid, None) for uuid in sorted(extra)], aggregated=True, listed_at=listed_from
             )
             report.add(removed)
-        replaced = 0
-        if report.stalled:
-            replaced = await self.writer.in_thread(self.sink.renudge, report.stalled)
+        replaced = await self.writer.in_thread(self.sink.renudge_stalled)
         self._forget_events_before(listed_from)
         counts = {
             "listed": listed,
@@ -149,9 +147,10 @@ class Resyncer:
         self, page: list[Any], requested: float, members: dict[str, list[str]]
     ) -> list[tuple[str, Machine | None]]:
         batch: list[tuple[str, Machine | None]] = []
+        known = self.writer.machines
         for raw in page:
             try:
-                machine = slim_machine(raw)
+                machine = slim_machine(raw, known=known)
             except BadObject as exc:
                 self.bad.object(exc)
                 continue
@@ -174,10 +173,13 @@ class Resyncer:
             done.release()
 
     def _forget_events_before(self, listed_from: float) -> None:
-        """Event times older than this listing cannot matter to any later one."""
-        event_at = self.writer.event_at
+        """Event times older than this listing cannot matter to any later one; the stamps of
+        written states are kept a while longer (a batch may still wait for its machines)."""
+        event_at, written_at = self.writer.event_at, self.writer.written_at
         for uuid in [u for u, t in event_at.items() if t <= listed_from]:
             del event_at[uuid]
+        for uuid in [u for u, t in written_at.items() if t <= listed_from - STAMPS_KEPT_S]:
+            del written_at[uuid]
 
 
 @contextlib.asynccontextmanager

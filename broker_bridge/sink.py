@@ -2,8 +2,9 @@
 the pool's state store and producer API behind it.
 
 The bridge only writes desired state and names a *preferred* node; it never claims a context
-(DESIGN.md invariant 8). Reads come in batches (one store round trip per listed page), so a
-resync of 10,000 unchanged machines costs 20 round trips, not 10,000.
+(DESIGN.md invariant 8). Reads come in batches: the store compares a whole listed page with
+what the bridge expects in one round trip and answers only with what differs, so a resync of
+10,000 unchanged machines costs 20 small round trips, not 10,000.
 """
 
 from __future__ import annotations
@@ -17,14 +18,18 @@ from pool.contexts import placement
 from pool.contexts.api import ContextAPI
 from pool.contexts.models import ContextSpec, Desired, Nudge
 from pool.contexts.placement import NodeLoads
-from pool.contexts.store import StateStore
+from pool.contexts.store import DesiredDigest, StateStore
 from pool.queues import DEFAULT_TAG
 
 log = logging.getLogger(__name__)
 
+#: What must match for a stored spec to be up to date: (context, image, tag). The token is
+#: not part of it (a renewed token alone must not restart an agent).
+Target = tuple[str, str, str]
+
 
 def fingerprint(context: str, image: str, tag: str) -> str:
-    """What must match for a stored spec to be up to date (the token is not part of it)."""
+    """A :data:`Target` as one string (logs, tests)."""
     return f"{context}|{image}|{tag}"
 
 
@@ -34,15 +39,8 @@ class Stored:
 
     present: bool
     fingerprint: str | None  # of the stored spec (None: absent or unreadable)
-    owner: str | None
-    owner_alive: bool
     tag: str | None
     generation: int
-
-    @property
-    def stalled(self) -> bool:
-        """Wanted, owned, and its owner's heartbeat expired: the tag's nodes should take it."""
-        return self.present and self.owner is not None and not self.owner_alive
 
 
 class Sink(Protocol):
@@ -51,24 +49,25 @@ class Sink(Protocol):
     Every method may raise :class:`~pool.errors.StoreError` (store unreachable).
     """
 
-    def current_many(self, uuids: Sequence[str]) -> dict[str, Stored]:
-        """What the store holds for each of ``uuids`` (unknown ones are left out)."""
+    def compare(self, expected: Sequence[tuple[str, Target | None]]) -> dict[str, Stored | None]:
+        """What the store holds for each context of ``expected`` (``(uuid, target)``; target
+        None: no container wanted) that is not as expected; None when the store has no
+        record. Contexts as expected are left out."""
         ...
 
     def present_except(self, keep: Collection[str]) -> set[str]:
         """Every context the store wants present, other than ``keep``."""
         ...
 
-    def apply(self, spec: ContextSpec, preferred: str | None) -> None:
-        """Make ``spec`` desired; ``preferred`` is a node to suggest (a hint, never a claim)."""
+    def write(
+        self, applies: Sequence[tuple[ContextSpec, str | None]], removes: Sequence[str]
+    ) -> None:
+        """Make each spec of ``applies`` desired, with a preferred node to suggest (a hint,
+        never a claim), and the contexts of ``removes`` absent; nudge the pool for each."""
         ...
 
-    def remove(self, uuid: str) -> None:
-        """Make ``uuid``'s context absent."""
-        ...
-
-    def renudge(self, stalled: Sequence[tuple[str, Stored]]) -> int:
-        """Send contexts of stalled nodes to their tag's queue; returns how many."""
+    def renudge_stalled(self) -> int:
+        """Send wanted contexts of stalled nodes to their tag's queue; returns how many."""
         ...
 
     def live_nodes(self, tag: str) -> NodeLoads:
@@ -81,6 +80,14 @@ class Sink(Protocol):
         ...
 
 
+def _stored(d: DesiredDigest) -> Stored:
+    present = d.desired is Desired.PRESENT
+    fp = None
+    if present and d.context and d.image and d.tag:
+        fp = fingerprint(d.context, d.image, d.tag)
+    return Stored(present, fp, d.tag, d.generation)
+
+
 class PoolSink:
     """:class:`Sink` on the pool's :class:`StateStore` and :class:`ContextAPI` (thread-safe)."""
 
@@ -88,55 +95,72 @@ class PoolSink:
         self.store = store
         self.api = api
 
-    def current_many(self, uuids: Sequence[str]) -> dict[str, Stored]:
+    def compare(self, expected: Sequence[tuple[str, Target | None]]) -> dict[str, Stored | None]:
         """Raises: StoreError."""
-        digests = self.store.desired_digests(uuids)
-        owners = {d.owner for d in digests.values() if d.owner}
-        alive = self.store.members.alive_nodes(owners) if owners else set()
-        out = {}
-        for uuid, d in digests.items():
-            present = d.desired is Desired.PRESENT
-            readable = present and d.context and d.image and d.tag
-            out[uuid] = Stored(
-                present=present,
-                fingerprint=fingerprint(d.context, d.image, d.tag)  # type: ignore[arg-type]
-                if readable
-                else None,
-                owner=d.owner,
-                owner_alive=d.owner in alive,
-                tag=d.tag,
-                generation=d.generation,
-            )
-        return out
+        digests = self.store.compare_desired(expected)
+        return {uuid: None if d is None else _stored(d) for uuid, d in digests.items()}
 
     def present_except(self, keep: Collection[str]) -> set[str]:
         """Raises: StoreError."""
         keep = set(keep)
-        candidates = [u for u in self.store.context_ids() if u not in keep]
-        digests = self.store.desired_digests(candidates)
-        return {u for u, d in digests.items() if d.desired is Desired.PRESENT}
+        absent: list[tuple[str, Target | None]] = [
+            (u, None) for u in self.store.context_ids() if u not in keep
+        ]
+        differing = self.compare(absent)  # wanted absent: exactly the present ones differ
+        return {u for u, s in differing.items() if s is not None and s.present}
 
-    def apply(self, spec: ContextSpec, preferred: str | None) -> None:
-        """Raises: StoreError."""
-        self.api.apply(spec, preferred=preferred)
-
-    def remove(self, uuid: str) -> None:
-        """Raises: StoreError."""
-        self.api.remove(uuid)
-
-    def renudge(self, stalled: Sequence[tuple[str, Stored]]) -> int:
-        """Nudge contexts whose owner stopped heartbeating to their tag queue, where a live
-        node of the tag takes them over (the pool's sweep does the same from the node side).
+    def write(
+        self, applies: Sequence[tuple[ContextSpec, str | None]], removes: Sequence[str]
+    ) -> None:
+        """Desired state for a batch, in a few round trips: one pipelined write of every
+        spec, one read of their owners; then a nudge each, to the queue
+        :func:`~pool.contexts.placement.nudge_queue` picks (what :meth:`ContextAPI.apply`
+        does for one spec). Removals go through :meth:`ContextAPI.remove`.
 
         Raises:
             StoreError, or the broker's error when a nudge cannot be sent.
         """
-        for uuid, s in stalled:
-            queue = placement.nudge_queue(s.tag or DEFAULT_TAG, s.owner, False, None)
-            self.api.publish(Nudge(uuid=uuid, generation=s.generation), queue)
-        if stalled:
-            log.info("resync: %d contexts of stalled nodes sent to their tag queues", len(stalled))
-        return len(stalled)
+        if applies:
+            written = self.store.put_desired_many(applies)
+            owners = self.store.owners([spec.uuid for spec, _ in applies])
+            alive = self.store.members.alive_nodes({o for o in owners.values() if o})
+            records = {p: self.store.members.membership(p) for _, p in applies if p}
+            for (spec, preferred), (generation, _) in zip(applies, written, strict=True):
+                owner = owners.get(spec.uuid)
+                open_ = None
+                if not owner and preferred and placement.can_host(records[preferred], spec.tag):
+                    open_ = preferred
+                queue = placement.nudge_queue(spec.tag, owner, owner in alive, open_)
+                self.api.publish(Nudge(uuid=spec.uuid, generation=generation), queue)
+        for uuid in removes:
+            self.api.remove(uuid)
+
+    def renudge_stalled(self) -> int:
+        """Nudge wanted contexts of nodes whose heartbeat expired to their tag queue, where a
+        live node of the tag takes them over (the pool's sweep does the same from the node
+        side; this is the bridge's share, once per resync).
+
+        Raises:
+            StoreError, or the broker's error when a nudge cannot be sent.
+        """
+        owned: set[str] = set()
+        for view in self.store.members.nodes():
+            if not view.alive:
+                owned |= self.store.owned_by(view.name)
+        if not owned:
+            return 0
+        # compared with "wanted absent", exactly the present ones differ
+        present = self.store.compare_desired([(uuid, None) for uuid in sorted(owned)])
+        sent = 0
+        for uuid, d in present.items():
+            if d is None or d.desired is not Desired.PRESENT:
+                continue
+            queue = placement.nudge_queue(d.tag or DEFAULT_TAG, None, False, None)
+            self.api.publish(Nudge(uuid=uuid, generation=d.generation), queue)
+            sent += 1
+        if sent:
+            log.info("resync: %d contexts of stalled nodes sent to their tag queues", sent)
+        return sent
 
     def live_nodes(self, tag: str) -> NodeLoads:
         """Raises: StoreError."""
@@ -151,4 +175,4 @@ class PoolSink:
         self.store.resync_completed(started_at)
 
 
-__all__ = ["PoolSink", "Sink", "Stored", "fingerprint"]
+__all__ = ["PoolSink", "Sink", "Stored", "Target", "fingerprint"]

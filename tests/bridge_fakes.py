@@ -186,22 +186,21 @@ class MemSink:
         row = self.desired.get(uuid)
         return None if row is None else (row.present, row.fingerprint)
 
-    def current_many(self, uuids: Sequence[str]) -> dict[str, Any]:
-        from broker_bridge.sink import Stored
+    def compare(self, expected: Sequence[tuple[str, Any]]) -> dict[str, Any]:
+        from broker_bridge.sink import Stored, fingerprint
 
         self.reads += 1
-        return {
-            u: Stored(
-                present=r.present,
-                fingerprint=r.fingerprint,
-                owner=r.owner,
-                owner_alive=r.owner in self.alive,
-                tag=r.tag,
-                generation=1,
-            )
-            for u in uuids
-            if (r := self.desired.get(u)) is not None
-        }
+        out: dict[str, Any] = {}
+        for uuid, target in expected:
+            row = self.desired.get(uuid)
+            if row is None:
+                if target is not None:
+                    out[uuid] = None
+                continue
+            want = None if target is None else fingerprint(*target)
+            if (row.fingerprint if row.present else None) != want:
+                out[uuid] = Stored(row.present, row.fingerprint, row.tag, 1)
+        return out
 
     def known_present(self) -> set[str]:
         return {u for u, r in self.desired.items() if r.present}
@@ -224,11 +223,18 @@ class MemSink:
         self.writes += 1
         self.desired[uuid] = Row(False, None)
 
-    def renudge_stalled(self) -> int:
-        return 0
+    def write(
+        self, applies: Sequence[tuple[ContextSpec, str | None]], removes: Sequence[str]
+    ) -> None:
+        for spec, preferred in applies:
+            self.apply(spec, preferred)
+        for uuid in removes:
+            self.remove(uuid)
 
-    def renudge(self, stalled: Sequence[tuple[str, Any]]) -> int:
-        self.renudged += [u for u, _ in stalled]
+    def renudge_stalled(self) -> int:
+        stalled = [u for u, r in self.desired.items()
+                   if r.present and r.owner and r.owner not in self.alive]  # fmt: skip
+        self.renudged += stalled
         return len(stalled)
 
     def resync_completed(self, started_at: float) -> None:

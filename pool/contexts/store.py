@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,7 +49,7 @@ class LockHolder:
 @dataclass(frozen=True, slots=True)
 class DesiredDigest:
     """The gist of one context's desired state: what a producer compares with its own view
-    (read in bulk by :meth:`StateStore.desired_digests`)."""
+    (see :meth:`StateStore.compare_desired`)."""
 
     uuid: str
     desired: Desired
@@ -57,7 +57,6 @@ class DesiredDigest:
     tag: str | None
     context: str | None  # of the stored spec (None: absent, or no readable spec)
     image: str | None
-    owner: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +86,7 @@ class StateStore:
         self._lock_release = client.register_script(_script("lock_release"))
         self._lock_steal = client.register_script(_script("lock_steal"))
         self._resync_done = client.register_script(_script("resync_done"))
-        self._desired_digests = client.register_script(_script("desired_digests"))
+        self._compare_desired = client.register_script(_script("desired_compare"))
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "ctxpool:") -> StateStore:
@@ -146,6 +145,46 @@ class StateStore:
         return int(result[0]), bool(int(result[1]))
 
     @_converting
+    def put_desired_many(
+        self, items: Sequence[tuple[ContextSpec, str | None]]
+    ) -> list[tuple[int, bool]]:
+        """:meth:`put_desired` (present, store-counted generations) for many contexts, in one
+        round trip. Each write is atomic on its own; together they are not.
+
+        Args:
+            items: ``(spec, preferred node or None)``.
+
+        Returns:
+            ``(generation, changed)`` of each, in order.
+
+        Raises:
+            StoreError: Redis is unreachable; some writes may have happened.
+        """
+        now = repr(time.time())
+        with self.redis.pipeline(transaction=False) as pipe:
+            for spec, preferred in items:
+                self._put_desired(
+                    keys=[self.keys.ctx(spec.uuid), self.keys.contexts],
+                    args=[spec.uuid, Desired.PRESENT.value, spec.to_store(), spec.spec_hash(),
+                          spec.tag, "", now, preferred or ""],
+                    client=pipe,
+                )  # fmt: skip
+            results = pipe.execute()
+        return [(int(r[0]), bool(int(r[1]))) for r in results]
+
+    @_converting
+    def owners(self, uuids: Sequence[str]) -> dict[str, str | None]:
+        """The owner of each of ``uuids`` (None: unowned), in one round trip.
+
+        Raises:
+            StoreError: Redis is unreachable.
+        """
+        if not uuids:
+            return {}
+        values = self.redis.mget([self.keys.owner(u) for u in uuids])
+        return {u: v or None for u, v in zip(uuids, values, strict=True)}
+
+    @_converting
     def get_desired(self, uuid: str) -> DesiredState | None:
         """The desired state of ``uuid``, or ``None`` when the store has no record."""
         return self._parse_desired(uuid, self.redis.hgetall(self.keys.ctx(uuid)))
@@ -179,42 +218,45 @@ class StateStore:
             yield uuid
 
     @_converting
-    def context_ids(self, batch: int = 2000) -> set[str]:
-        """Every context id in the index (tombstones included), read in full.
+    def context_ids(self) -> set[str]:
+        """Every context id in the index (tombstones included): one snapshot, one reply.
 
         Raises:
             StoreError: Redis is unreachable.
         """
-        return {uuid for uuid, _score in self.redis.zscan_iter(self.keys.contexts, count=batch)}
+        return set(self.redis.zrange(self.keys.contexts, 0, -1))
 
-    #: Contexts per call of :meth:`desired_digests` (one Lua call each; bounds its run time).
-    DIGEST_BATCH = 500
+    #: Contexts per call of :meth:`compare_desired` (one Lua call each; bounds its run time).
+    COMPARE_BATCH = 500
 
     @_converting
-    def desired_digests(self, uuids: Collection[str]) -> dict[str, DesiredDigest]:
-        """The desired state of many contexts, in one round trip per :attr:`DIGEST_BATCH`.
+    def compare_desired(
+        self, expected: Sequence[tuple[str, tuple[str, str, str] | None]]
+    ) -> dict[str, DesiredDigest | None]:
+        """Compare many contexts with what a producer expects, in one round trip (and one
+        reply, empty when nothing differs) per :attr:`COMPARE_BATCH`.
 
         Args:
-            uuids: the contexts to read.
+            expected: ``(uuid, (context, image, tag))`` for a context wanted present with
+                that spec, ``(uuid, None)`` for one wanted absent.
 
         Returns:
-            ``uuid -> DesiredDigest`` for every one the store has desired state for (absent
-            tombstones included); unknown ones are left out.
+            ``uuid -> DesiredDigest`` (``None``: no record) for each context whose stored
+            desired state differs from the expectation. The others are as expected.
 
         Raises:
             StoreError: Redis is unreachable.
         """
-        ordered = list(uuids)
-        out: dict[str, DesiredDigest] = {}
-        ctx, owner = self.keys.ctx, self.keys.owner
-        for start in range(0, len(ordered), self.DIGEST_BATCH):
-            chunk = ordered[start : start + self.DIGEST_BATCH]
-            keys = [ctx(u) for u in chunk] + [owner(u) for u in chunk]
-            rows = orjson.loads(self._desired_digests(keys=keys))
-            for uuid, (desired, generation, tag, context, image, owned_by) in zip(
-                chunk, rows, strict=True
-            ):
+        out: dict[str, DesiredDigest | None] = {}
+        ctx = self.keys.ctx
+        for start in range(0, len(expected), self.COMPARE_BATCH):
+            chunk = expected[start : start + self.COMPARE_BATCH]
+            want = orjson.dumps([w or False for _, w in chunk]).decode()
+            reply = self._compare_desired(keys=[ctx(u) for u, _ in chunk], args=[want])
+            for index, (desired, generation, context, image, tag) in orjson.loads(reply).items():
+                uuid = chunk[int(index) - 1][0]
                 if desired not in (Desired.PRESENT, Desired.ABSENT):
+                    out[uuid] = None
                     continue
                 out[uuid] = DesiredDigest(
                     uuid=uuid,
@@ -223,7 +265,6 @@ class StateStore:
                     tag=tag or None,
                     context=context or None,
                     image=image or None,
-                    owner=owned_by or None,
                 )
         return out
 
