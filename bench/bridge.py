@@ -37,6 +37,7 @@ import statistics
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +49,9 @@ from broker_bridge.bridge import Bridge
 from broker_bridge.client import DrpClient, DrpConfig
 from broker_bridge.config import BridgeConfig
 from broker_bridge.drpsim import new_machine
+from broker_bridge.main import pool_sink
 from broker_bridge.models import Context
 from broker_bridge.resync import SLIM_QUERY
-from broker_bridge.sink import PoolSink
 from pool.appconfig import create_app
 from pool.contexts.models import Nudge
 from pool.queues import RECONCILE_TASK
@@ -225,21 +226,17 @@ async def run_bridge(
 ) -> tuple[float, Bridge, Counter[str]]:
     app = create_app()
     app.use_settings(settings)
-    rt = app.runtime
+    sink = pool_sink(app)
     nudges: Counter[str] = Counter()
-    real_publish = rt.publish
+    real_publish = sink.publish_many
 
-    def counting_publish(nudge: Nudge, queue: str) -> None:
-        nudges[nudge.uuid] += 1
-        real_publish(nudge, queue)
+    def counting_publish(batch: Sequence[tuple[Nudge, str]]) -> None:
+        nudges.update(nudge.uuid for nudge, _ in batch)
+        real_publish(batch)
 
-    rt.publish = counting_publish  # type: ignore[method-assign]
+    sink.publish_many = counting_publish
     client = DrpClient(DrpConfig(url=replay.url, token=TOKEN))
-    bridge = Bridge(
-        client,
-        PoolSink(rt.store, rt.api),
-        BridgeConfig(coalesce_s=window_s, endpoints=(replay.url,)),
-    )
+    bridge = Bridge(client, sink, BridgeConfig(coalesce_s=window_s, endpoints=(replay.url,)))
     bridge.contexts = {
         "bench": Context(name="bench", engine="docker-context", image="bench/agent:1")
     }
@@ -286,10 +283,9 @@ async def run_resync(
     """
     app = create_app()
     app.use_settings(settings)
-    rt = app.runtime
     client = DrpClient(DrpConfig(url=replay.url, token=TOKEN))
     config = BridgeConfig(endpoints=(replay.url,))
-    bridge = Bridge(client, PoolSink(rt.store, rt.api), config)
+    bridge = Bridge(client, pool_sink(app), config)
     listings = [(await list_only(client, config.page_size))[0]]
     worst = 0.0
     done = asyncio.Event()

@@ -10,7 +10,7 @@ what the bridge expects in one round trip and answers only with what differs, so
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -22,6 +22,9 @@ from pool.contexts.store import DesiredDigest, StateStore
 from pool.queues import DEFAULT_TAG
 
 log = logging.getLogger(__name__)
+
+#: Sends many nudges at once: ``publish_many([(nudge, queue), ...])``.
+PublishMany = Callable[[Sequence[tuple[Nudge, str]]], None]
 
 #: What must match for a stored spec to be up to date: (context, image, tag). The token is
 #: not part of it (a renewed token alone must not restart an agent).
@@ -91,9 +94,22 @@ def _stored(d: DesiredDigest) -> Stored:
 class PoolSink:
     """:class:`Sink` on the pool's :class:`StateStore` and :class:`ContextAPI` (thread-safe)."""
 
-    def __init__(self, store: StateStore, api: ContextAPI) -> None:
+    def __init__(
+        self, store: StateStore, api: ContextAPI, publish_many: PublishMany | None = None
+    ) -> None:
+        """Args:
+        store: the state store.
+        api: the producer API (removals, single nudges).
+        publish_many: sends a batch's nudges at once (one producer, one broker batch);
+            without it each goes through ``api.publish``.
+        """
         self.store = store
         self.api = api
+        self.publish_many = publish_many or self._publish_each
+
+    def _publish_each(self, nudges: Sequence[tuple[Nudge, str]]) -> None:
+        for nudge, queue in nudges:
+            self.api.publish(nudge, queue)
 
     def compare(self, expected: Sequence[tuple[str, Target | None]]) -> dict[str, Stored | None]:
         """Raises: StoreError."""
@@ -125,13 +141,15 @@ class PoolSink:
             owners = self.store.owners([spec.uuid for spec, _ in applies])
             alive = self.store.members.alive_nodes({o for o in owners.values() if o})
             records = {p: self.store.members.membership(p) for _, p in applies if p}
+            nudges = []
             for (spec, preferred), (generation, _) in zip(applies, written, strict=True):
                 owner = owners.get(spec.uuid)
                 open_ = None
                 if not owner and preferred and placement.can_host(records[preferred], spec.tag):
                     open_ = preferred
                 queue = placement.nudge_queue(spec.tag, owner, owner in alive, open_)
-                self.api.publish(Nudge(uuid=spec.uuid, generation=generation), queue)
+                nudges.append((Nudge(uuid=spec.uuid, generation=generation), queue))
+            self.publish_many(nudges)
         for uuid in removes:
             self.api.remove(uuid)
 
@@ -151,16 +169,16 @@ class PoolSink:
             return 0
         # compared with "wanted absent", exactly the present ones differ
         present = self.store.compare_desired([(uuid, None) for uuid in sorted(owned)])
-        sent = 0
-        for uuid, d in present.items():
-            if d is None or d.desired is not Desired.PRESENT:
-                continue
-            queue = placement.nudge_queue(d.tag or DEFAULT_TAG, None, False, None)
-            self.api.publish(Nudge(uuid=uuid, generation=d.generation), queue)
-            sent += 1
-        if sent:
-            log.info("resync: %d contexts of stalled nodes sent to their tag queues", sent)
-        return sent
+        nudges = [
+            (Nudge(uuid=uuid, generation=d.generation),
+             placement.nudge_queue(d.tag or DEFAULT_TAG, None, False, None))
+            for uuid, d in present.items()
+            if d is not None and d.desired is Desired.PRESENT
+        ]  # fmt: skip
+        self.publish_many(nudges)
+        if nudges:
+            log.info("resync: %d contexts of stalled nodes sent to their tag queues", len(nudges))
+        return len(nudges)
 
     def live_nodes(self, tag: str) -> NodeLoads:
         """Raises: StoreError."""
@@ -175,4 +193,4 @@ class PoolSink:
         self.store.resync_completed(started_at)
 
 
-__all__ = ["PoolSink", "Sink", "Stored", "Target", "fingerprint"]
+__all__ = ["PoolSink", "PublishMany", "Sink", "Stored", "Target", "fingerprint"]
