@@ -10,11 +10,13 @@ resync.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import itertools
 import json
+import logging
 import uuid as uuidlib
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -261,6 +263,18 @@ class FlakySink:
             return target(*args, **kwargs)
 
         return call
+
+
+@contextlib.contextmanager
+def quiet(logger: str = "broker_bridge", level: int = logging.ERROR) -> Iterator[None]:
+    """Raise ``logger``'s level for a while (tests that feed junk on purpose), then restore."""
+    log = logging.getLogger(logger)
+    before = log.level
+    log.setLevel(level)
+    try:
+        yield
+    finally:
+        log.setLevel(before)
 
 
 async def wait_until(probe: Callable[[], object], timeout_s: float = 5.0) -> None:

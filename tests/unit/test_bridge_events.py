@@ -7,12 +7,12 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import logging
 import random
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -20,9 +20,14 @@ from broker_bridge.bridge import Bridge, BridgeConfig
 from broker_bridge.models import Context, Machine
 from broker_bridge.sink import fingerprint
 from broker_bridge.translate import wanted
-from tests.bridge_fakes import MemSink
+from tests.bridge_fakes import MemSink, quiet
 
-logging.getLogger("broker_bridge").setLevel(logging.ERROR)  # junk events warn by design
+
+@pytest.fixture(autouse=True, scope="module")
+def _quiet() -> Iterator[None]:
+    with quiet():  # junk events warn by design
+        yield
+
 
 UUIDS = [f"00000000-0000-4000-8000-00000000000{i}" for i in range(5)]
 CONTEXT_NAMES = ["runner", "auditor", "foreign"]

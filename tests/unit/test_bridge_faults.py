@@ -13,6 +13,7 @@ Each test here failed on the bridge before the split (commit 26e7176); see the c
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from typing import Any
@@ -23,7 +24,8 @@ from hypothesis import strategies as st
 
 from broker_bridge.bridge import Bridge, BridgeConfig
 from broker_bridge.coalesce import Coalescer
-from tests.bridge_fakes import FakeDrp, FlakySink, MemSink, event, wait_until
+from broker_bridge.models import Context
+from tests.bridge_fakes import FakeDrp, FlakySink, MemSink, event, quiet, wait_until
 
 RUNNER = "runner|img/runner:1|ci"
 
@@ -249,7 +251,6 @@ machine_like = st.fixed_dictionaries(
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(junk=st.lists(json_values | machine_like, min_size=1, max_size=6))
 def test_junk_in_the_listing_never_ends_a_resync(junk: list[Any]) -> None:
-    logging.getLogger("broker_bridge").setLevel(logging.ERROR)
     drp, sink = FakeDrp(), MemSink()
     good = [drp.put_machine(f"m{i}", params={"docker-context/tag": "ci"}) for i in range(3)]
     drp.junk_listing = junk
@@ -257,7 +258,54 @@ def test_junk_in_the_listing_never_ends_a_resync(junk: list[Any]) -> None:
     async def scenario() -> None:
         await bridge_for(drp, sink).resync()
 
-    asyncio.run(scenario())
+    with quiet():
+        asyncio.run(scenario())
     present = sink.present()
     for m in good:
         assert present[m["Uuid"]] == RUNNER
+
+
+frame_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "Type": st.sampled_from(["machines", "contexts", "clusters", "resource_brokers",
+                                 "profiles", "websocket"]) | json_values,
+        "Action": st.sampled_from(["create", "save", "update", "delete", "boom"]) | json_values,
+        "Key": st.text(max_size=8) | json_values,
+        "Object": machine_like | json_values,
+        "Original": machine_like | json_values,
+    },
+)  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(frames=st.lists(json_values | frame_like, max_size=8), raw=st.lists(st.text(max_size=20)))
+def test_any_frame_is_taken_counted_and_the_rest_converges(
+    frames: list[Any], raw: list[str]
+) -> None:
+    """Whatever DRP sends (JSON of any shape, or not JSON), intake never raises, counts every
+    frame, and a well-formed machine event among the junk is written."""
+    drp, sink = FakeDrp(), MemSink()
+    good = {"Uuid": "good-machine-1", "Name": "g", "Context": "runner",
+            "Params": {"docker-context/tag": "ci"}}  # fmt: skip
+    texts = [json.dumps(f) for f in frames] + raw + [event("machines", "create", "good-machine-1",
+                                                           good)]  # fmt: skip
+
+    async def scenario() -> Bridge:
+        bridge = bridge_for(drp, sink)
+        bridge.contexts = await drp.contexts()
+        for text in texts:
+            bridge.handle_text(text)
+        await bridge.flush()
+        await bridge.idle()
+        return bridge
+
+    with quiet():
+        bridge = asyncio.run(scenario())
+    assert bridge.stats["events"] == len(texts)
+    counted = sum(bridge.stats[k] for k in ("malformed", "unrelated", "irrelevant"))
+    assert counted <= len(texts)
+    runner = bridge.contexts.get("runner")
+    if runner == Context(name="runner", engine="docker-context", image="img/runner:1"):
+        assert sink.present()["good-machine-1"] == RUNNER
+    # (else junk renamed the "runner" context itself: a well-formed context event)
