@@ -23,7 +23,9 @@ class KeyedLocks:
     """
 
     def __init__(self) -> None:
-        self._waiters: dict[str, deque[asyncio.Future[None]]] = {}  # key held -> waiters
+        #: key held -> its waiters (None until someone waits: most keys never see a second
+        #: holder, and a resync takes 10,000 of them)
+        self._waiters: dict[str, deque[asyncio.Future[None]] | None] = {}
 
     def __len__(self) -> int:
         return len(self._waiters)
@@ -51,10 +53,12 @@ class KeyedLocks:
         taken: list[str] = []
         try:
             for key in keys:
-                waiters = self._waiters.get(key)
-                if waiters is None:
-                    self._waiters[key] = deque()
+                if key not in self._waiters:
+                    self._waiters[key] = None
                 else:
+                    waiters = self._waiters[key]
+                    if waiters is None:
+                        waiters = self._waiters[key] = deque()
                     turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
                     waiters.append(turn)
                     try:

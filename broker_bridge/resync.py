@@ -132,6 +132,7 @@ class Resyncer:
                         break
                     batch = self._parse(page, requested, members)
                     listed += len(page)
+                    del page  # raw JSON: garbage now, not through the next page's wait
                     await in_flight.acquire()
                     pages.append(asyncio.ensure_future(self._page(batch, requested, in_flight)))
                     await asyncio.sleep(0)  # let events in between pages
