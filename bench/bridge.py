@@ -9,11 +9,19 @@ bridge makes (machine tokens). The bridge runs as in production (real client, co
 writes to Redis through the pool's API, nudges to the broker); the clock stops when the
 last event has been taken in and every write has finished.
 
+A second replay lists ``--resync-machines`` machines (DRP's machine objects, slimmed as the
+bridge asks) and serves their tokens. The bridge resyncs them twice: first into an empty store
+(every machine new: a token each, a write each), then again (every machine unchanged). Both
+are divided by the time to only list the same machines from the same replay in the same run
+(medians of three unchanged resyncs and of four listings, interleaved).
+
 Needs a Redis on CTXPOOL_TEST_REDIS_URL (default redis://127.0.0.1:6379/15; it is flushed).
 
     python bench/bridge.py [--machines 200] [--updates 50] [--window-ms 250]
+                           [--resync-machines 10000]
 
-The last line reads ``events_per_s=<bridge events/s> ratio=<bridge/naive>``.
+The last line reads ``events_per_s=<bridge events/s> ratio=<bridge/naive>
+resync_ratio=<unchanged resync / listing> first_resync_ratio=<first resync / listing>``.
 """
 
 from __future__ import annotations
@@ -25,9 +33,11 @@ import multiprocessing
 import os
 import random
 import secrets
+import statistics
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +45,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from aiohttp import web
 
-from broker_bridge.bridge import Bridge, BridgeConfig
+from broker_bridge.bridge import Bridge
+from broker_bridge.config import BridgeConfig
 from broker_bridge.drpsim import new_machine
+from broker_bridge.main import pool_sink
 from broker_bridge.models import Context
-from broker_bridge.sink import PoolSink
+from broker_bridge.resync import SLIM_QUERY
 from pool.appconfig import create_app
 from pool.contexts.models import Nudge
 from pool.drp.client import DrpClient
@@ -147,18 +159,18 @@ class Replay:
         return f"http://127.0.0.1:{self.port}"
 
 
+def listed_machine(i: int) -> dict[str, Any]:
+    """A machine as DRP lists it for the bridge (``slim=Meta``, only the asked-for params)."""
+    m = new_machine(f"listed-{i:05d}", "bench", {"docker-context/tag": "bench"})
+    m["Uuid"] = f"00000000-0000-4000-8000-{i:012d}"
+    del m["Meta"]
+    return m
+
+
 def _serve(machines: int, updates: int, limit: int | None, listing: int, ports: Any) -> None:
     events, _ = build_events(machines, updates, "bench")
     events = events[:limit] if limit else events
-    listed = [
-        {
-            "Uuid": f"00000000-0000-4000-8000-{i:012d}",
-            "Name": f"listed-{i}",
-            "Context": "bench",
-            "Params": {"docker-context/tag": "bench"},
-        }
-        for i in range(listing)
-    ]
+    listed = [listed_machine(i) for i in range(listing)]
 
     async def machines_list(request: web.Request) -> web.Response:
         offset = int(request.query.get("offset", 0))
@@ -215,50 +227,67 @@ async def run_bridge(
 ) -> tuple[float, Bridge, Counter[str]]:
     app = create_app()
     app.use_settings(settings)
-    rt = app.runtime
+    sink = pool_sink(app)
     nudges: Counter[str] = Counter()
-    real_publish = rt.publish
+    real_publish = sink.publish_many
 
-    def counting_publish(nudge: Nudge, queue: str) -> None:
-        nudges[nudge.uuid] += 1
-        real_publish(nudge, queue)
+    def counting_publish(batch: Sequence[tuple[Nudge, str]]) -> None:
+        nudges.update(nudge.uuid for nudge, _ in batch)
+        real_publish(batch)
 
-    rt.publish = counting_publish  # type: ignore[method-assign]
+    sink.publish_many = counting_publish
     client = DrpClient(DrpConfig(url=replay.url, token=TOKEN))
-    bridge = Bridge(
-        client,
-        PoolSink(rt.store, rt.api),
-        BridgeConfig(coalesce_s=window_s, endpoints=(replay.url,)),
-    )
+    bridge = Bridge(client, sink, BridgeConfig(coalesce_s=window_s, endpoints=(replay.url,)))
     bridge.contexts = {
         "bench": Context(name="bench", engine="docker-context", image="bench/agent:1")
     }
     stop = asyncio.Event()
-    flusher = asyncio.ensure_future(bridge._flusher(stop))
+
+    async def flusher() -> None:  # the bridge's flush loop, without its supervision
+        while not stop.is_set():
+            await bridge.flush()
+            await asyncio.sleep(window_s / 4)
+
+    flushing = asyncio.ensure_future(flusher())
     start = time.perf_counter()
     async for text in client.events():
         bridge.handle_text(text)
         if bridge.stats["events"] % 256 == 0:
             await asyncio.sleep(0)  # as the real loop does between frames: let writes progress
-    for uuid, machine in bridge.pending.drain():
-        await bridge.converge(uuid, machine)
-    await bridge.idle()
+    await bridge.drain()
     elapsed = time.perf_counter() - start
     stop.set()
-    flusher.cancel()
+    await flushing
     await client.close()
     app.close()
     return elapsed, bridge, nudges
 
 
-async def run_resync(replay: Replay, settings: Settings) -> tuple[float, float, float]:
-    """Two resyncs of the replay's listing (the first writes every context, the second finds
-    them up to date) while a ticker measures how long the event loop ever stalls."""
+async def list_only(client: DrpClient, page_size: int) -> tuple[float, int]:
+    """Time to only list the machines, as a resync asks for them."""
+    start = time.perf_counter()
+    count = 0
+    async for page in client.list_pages("machines", SLIM_QUERY, page_size):
+        count += len(page)
+    return time.perf_counter() - start, count
+
+
+async def run_resync(
+    replay: Replay, settings: Settings, rounds: int = 3
+) -> tuple[float, float, float, float]:
+    """A first resync of the replay's listing into an empty store (every context written)
+    while a ticker measures how long the event loop ever stalls; then ``rounds`` resyncs
+    that find every context up to date, each after a listing of the same machines alone.
+
+    Returns:
+        (first resync, median unchanged resync, longest stall, median listing), seconds.
+    """
     app = create_app()
     app.use_settings(settings)
-    rt = app.runtime
     client = DrpClient(DrpConfig(url=replay.url, token=TOKEN))
-    bridge = Bridge(client, PoolSink(rt.store, rt.api), BridgeConfig(endpoints=(replay.url,)))
+    config = BridgeConfig(endpoints=(replay.url,))
+    bridge = Bridge(client, pool_sink(app), config)
+    listings = [(await list_only(client, config.page_size))[0]]
     worst = 0.0
     done = asyncio.Event()
 
@@ -271,16 +300,21 @@ async def run_resync(replay: Replay, settings: Settings) -> tuple[float, float, 
 
     tick = asyncio.ensure_future(ticker())
     start = time.perf_counter()
-    await bridge.resync()
+    report = await bridge.resync()
     first = time.perf_counter() - start
-    start = time.perf_counter()
-    await bridge.resync()
-    second = time.perf_counter() - start
     done.set()
     await tick
+    assert report["applied"] == report["listed"], report
+    unchanged = []
+    for _ in range(rounds):
+        listings.append((await list_only(client, config.page_size))[0])
+        start = time.perf_counter()
+        report = await bridge.resync()
+        unchanged.append(time.perf_counter() - start)
+        assert report["unchanged"] == report["listed"], report
     await client.close()
     app.close()
-    return first, second, worst
+    return first, statistics.median(unchanged), worst, statistics.median(listings)
 
 
 async def run_naive(replay: Replay, settings: Settings) -> float:
@@ -334,7 +368,7 @@ def main() -> None:
         replay.stop()
     replay = Replay(1, 1, listing=args.resync_machines).start()
     try:
-        resync_first, resync_second, stall = asyncio.run(run_resync(replay, settings))
+        resync_first, resync_second, stall, listing = asyncio.run(run_resync(replay, settings))
     finally:
         replay.stop()
     support.purge_queues(["tag-bench", "tag-bench2", "tag-naive"])
@@ -357,10 +391,15 @@ def main() -> None:
         f"naive: {naive_rate:.0f} events/s (one apply_async per event, {args.naive_events} events)"
     )
     print(
-        f"resync of {args.resync_machines} machines: {resync_first:.1f}s writing them all, "
-        f"{resync_second:.1f}s when up to date; longest event-loop stall {stall * 1000:.0f} ms"
+        f"resync of {args.resync_machines} machines: {resync_first:.2f}s writing them all "
+        f"(longest event-loop stall {stall * 1000:.0f} ms), {resync_second:.2f}s when up to "
+        f"date; listing them only: {listing:.2f}s"
     )
-    print(f"events_per_s={bridge_rate:.0f} ratio={bridge_rate / naive_rate:.2f}")
+    print(
+        f"events_per_s={bridge_rate:.0f} ratio={bridge_rate / naive_rate:.2f} "
+        f"resync_ratio={resync_second / listing:.2f} "
+        f"first_resync_ratio={resync_first / listing:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -6,10 +6,12 @@ machines in DRP. Each member runs the cluster's ``Context`` with the cluster's
 ``docker-context/tag``, and carries ``ctxpool/cluster: <cluster uuid>``. The bridge then turns
 members into containers like any machine, and the nodes with that tag take them. Raising the
 count adds members, lowering it removes the newest, 0 (or deleting the cluster) drains. The
-member names are recorded on the cluster as ``cluster/machines``. New members are spread over
-the tag's live nodes (least loaded first, within capacity) by naming the node in
-``docker-context/owner``; the bridge then places them there (pull-based placement decides
-when every node is full).
+member names are recorded on the cluster as ``cluster/machines``.
+
+New members are spread over the tag's live nodes by :func:`pool.contexts.placement.spread`
+and the chosen node is written as the member's ``docker-context/owner``: a *preferred* node
+that the bridge passes on with the member's desired state. Only nodes claim; a full or gone
+preferred node is passed over and the tag queue decides.
 """
 
 from __future__ import annotations
@@ -17,25 +19,42 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
+from broker_bridge.coalesce import Coalescer
+from broker_bridge.concurrency import KeyedLocks, TaskSet
+from broker_bridge.config import BridgeConfig
+from broker_bridge.intake import (
+    CLUSTER_TYPES,
+    AnyCluster,
+    BadInput,
+    parse_cluster,
+    slim_machine,
+)
 from broker_bridge.models import Machine
-from broker_bridge.translate import count_of, str_param, tag_of
+from broker_bridge.translate import BadObject, count_of, str_param, tag_of
+from pool.contexts.placement import NodeLoads, spread
 from pool.drp.client import DrpClient
-from pool.drp.errors import DrpNotFoundError
+from pool.drp.errors import DrpError, DrpNotFoundError
 from pool.drp.params import (
     MEMBER_PARAM,
     MEMBERS_PARAMS,
-    OWNER_PARAMS,
+    OWNER_PARAM,
     RESOURCE_BROKER_PARAM,
-    TAG_PARAMS,
+    TAG_PARAM,
 )
+from pool.errors import CtxpoolError
 
 log = logging.getLogger(__name__)
 
 _INDEX_RE = re.compile(r"-(\d+)$")
+
+#: A pending cluster change: (kind, the cluster, or None when deleted).
+PendingCluster = tuple[str, AnyCluster | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,47 +93,30 @@ def plan(cluster: Machine, members: list[Machine], broker: str) -> Plan | None:
 
 
 def member_object(cluster: Machine, name: str, node: str | None = None) -> dict[str, Any]:
-    """The DRP machine object of a new member (``node``: where it should run)."""
-    params: dict[str, Any] = {MEMBER_PARAM: cluster.uuid, TAG_PARAMS[0]: tag_of(cluster)}
+    """The DRP machine object of a new member (``node``: the node preferred to run it)."""
+    params: dict[str, Any] = {MEMBER_PARAM: cluster.uuid, TAG_PARAM: tag_of(cluster)}
     if node:
-        params[OWNER_PARAMS[0]] = node
+        params[OWNER_PARAM] = node
     return {"Name": name, "Context": cluster.context, "Params": params}
-
-
-NodeLoads = dict[str, tuple[int, int]]  # live node of the tag -> (contexts it runs, capacity)
-
-
-def spread(nodes: NodeLoads, count: int) -> list[str | None]:
-    """Pick a node for each of ``count`` new members: always the least loaded (by share of
-    capacity) with room left; None when every node is full (the tag queue decides later)."""
-    load = {name: running for name, (running, _) in nodes.items()}
-    out: list[str | None] = []
-    for _ in range(count):
-        room = [n for n, (_, cap) in nodes.items() if load[n] < cap]
-        if not room:
-            out.append(None)
-            continue
-        best = min(room, key=lambda n: (load[n] / nodes[n][1], n))
-        load[best] += 1
-        out.append(best)
-    return out
 
 
 async def reconcile_cluster(
     client: DrpClient,
     kind: str,
-    cluster: Machine | None,
+    cluster: AnyCluster | None,
     uuid: str,
     broker: str,
     live_nodes: Callable[[str], Awaitable[NodeLoads]] | None = None,
+    bad: BadInput | None = None,
 ) -> Plan | None:
     """Bring one cluster's members in DRP to its count (``cluster`` None: it was deleted).
 
     Raises:
         DrpError: DRP calls failed (the next event or resync retries).
         BadObject: the cluster's params have the wrong type.
+        StoreError: the live nodes could not be read.
     """
-    members = await list_members(client, uuid)
+    members = await list_members(client, uuid, bad)
     if cluster is None:
         for member in members:
             await _delete(client, member.uuid)
@@ -124,15 +126,14 @@ async def reconcile_cluster(
     todo = plan(cluster, members, broker)
     if todo is None:
         return None
-    placement: list[str | None] = [None] * len(todo.create)
+    preferred: list[str | None] = [None] * len(todo.create)
     if todo.create and live_nodes is not None:
-        placement = spread(await live_nodes(tag_of(cluster)), len(todo.create))
-    for name, node in zip(todo.create, placement, strict=True):
+        preferred = spread(await live_nodes(tag_of(cluster)), len(todo.create))
+    for name, node in zip(todo.create, preferred, strict=True):
         await client.create("machines", member_object(cluster, name, node))
     for member_uuid in todo.delete:
         await _delete(client, member_uuid)
-    recorded = cluster.params.get(MEMBERS_PARAMS[0])
-    if recorded != todo.members:
+    if cluster.params.get(MEMBERS_PARAMS[0]) != todo.members:
         await client.set_param(kind, uuid, MEMBERS_PARAMS[0], todo.members)
     if todo.create or todo.delete:
         log.info(
@@ -145,15 +146,143 @@ async def reconcile_cluster(
     return todo
 
 
-async def list_members(client: DrpClient, cluster_uuid: str) -> list[Machine]:
+async def list_members(
+    client: DrpClient, cluster_uuid: str, bad: BadInput | None = None
+) -> list[Machine]:
+    """The member machines of a cluster (members of the wrong shape are skipped).
+
+    Raises:
+        DrpError: the listing failed.
+    """
     out = []
     async for page in client.list_pages("machines", f"{MEMBER_PARAM}=Eq({cluster_uuid})"):
         for raw in page:
-            if isinstance(raw, dict) and raw.get("Params", {}).get(MEMBER_PARAM) == cluster_uuid:
-                out.append(Machine.model_validate(raw))
+            try:
+                member = slim_machine(raw)
+            except BadObject as exc:
+                if bad is not None:
+                    bad.object(exc)
+                continue
+            if member.params.get(MEMBER_PARAM) == cluster_uuid:
+                out.append(member)
     return out
 
 
 async def _delete(client: DrpClient, uuid: str) -> None:
     with contextlib.suppress(DrpNotFoundError):  # gone already
         await client.delete("machines", uuid)
+
+
+class Clusters:
+    """The bridge's cluster job: converges clusters (serialised per cluster), re-reads one
+    when a member goes away, and lists them all in a resync."""
+
+    def __init__(
+        self,
+        client: DrpClient,
+        config: BridgeConfig,
+        live_nodes: Callable[[str], Awaitable[NodeLoads]],
+        locks: KeyedLocks,
+        tasks: TaskSet,
+        bad: BadInput,
+        stats: Counter[str],
+    ) -> None:
+        self.client = client
+        self.config = config
+        self.live_nodes = live_nodes
+        self.locks = locks
+        self.tasks = tasks
+        self.bad = bad
+        self.stats = stats
+        self.pending: Coalescer[PendingCluster] = Coalescer(config.coalesce_s)
+        self.kinds: dict[str, str] = {}  # cluster uuid -> kind (clusters | resource_brokers)
+
+    def offer(self, kind: str, uuid: str, cluster: AnyCluster | None) -> None:
+        """A cluster changed (None: deleted); converged when its window closes."""
+        self.stats["cluster_events"] += 1
+        if cluster is not None:
+            self.kinds[uuid] = kind
+        self.pending.offer(uuid, (kind, cluster))
+
+    def spawn(self, kind: str, uuid: str, cluster: AnyCluster | None) -> None:
+        self.tasks.spawn(self.converge(kind, uuid, cluster), f"cluster {uuid}")
+
+    def member_gone(self, cluster_uuid: str) -> None:
+        """A member of ``cluster_uuid`` went away: re-read the cluster to top it up."""
+        if cluster_uuid in self.kinds:
+            self.tasks.spawn(self._refetch(cluster_uuid), f"cluster {cluster_uuid} re-read")
+
+    async def converge(self, kind: str, uuid: str, cluster: AnyCluster | None) -> bool:
+        """Give one cluster its count of members in DRP; never raises (logs and counts).
+
+        Returns:
+            Whether it succeeded (else the next event or resync retries).
+        """
+        try:
+            async with self.locks.hold(f"cluster:{uuid}"):
+                await reconcile_cluster(
+                    self.client,
+                    kind,
+                    cluster,
+                    uuid,
+                    self.config.broker_name,
+                    self.live_nodes,
+                    self.bad,
+                )
+            if cluster is None:
+                self.kinds.pop(uuid, None)
+            return True
+        except BadObject as exc:
+            self.bad.object(exc)
+        except CtxpoolError as exc:
+            self.stats["errors"] += 1
+            log.warning("cluster %s: not converged (%s); the next resync retries", uuid, exc)
+        except Exception:
+            self.stats["errors"] += 1
+            log.error("cluster %s: not converged (bug?); the next resync retries", uuid,
+                      exc_info=True)  # fmt: skip
+        return False
+
+    async def _refetch(self, uuid: str) -> None:
+        kind = self.kinds.get(uuid, "clusters")
+        try:
+            raw = await self.client.request("GET", f"/api/v3/{kind}/{quote(uuid, safe='')}")
+            cluster = parse_cluster(kind, raw, uuid)
+        except DrpError as exc:
+            log.warning("cluster %s: not re-read (%s); the next resync retries", uuid, exc)
+            return
+        except BadObject as exc:
+            self.bad.object(exc)
+            return
+        self.pending.offer(uuid, (kind, cluster))
+
+    async def resync(self, members: dict[str, list[str]]) -> None:
+        """Converge every cluster and broker DRP lists; drain members whose cluster is gone.
+
+        Args:
+            members: cluster uuid -> its members, as the machine listing showed them.
+
+        Raises:
+            DrpError: listing failed.
+        """
+        listed: set[str] = set()
+        jobs: list[tuple[str, str, AnyCluster | None]] = []
+        for kind in sorted(CLUSTER_TYPES):
+            async for page in self.client.list_pages(kind, "", self.config.page_size):
+                for raw in page:
+                    try:
+                        cluster = parse_cluster(kind, raw)
+                    except BadObject as exc:
+                        self.bad.object(exc)
+                        continue
+                    listed.add(cluster.uuid)
+                    self.kinds[cluster.uuid] = kind
+                    self.pending.drain_key(cluster.uuid)
+                    jobs.append((kind, cluster.uuid, cluster))
+        for uuid in set(members) - listed:
+            jobs.append((self.kinds.get(uuid, "clusters"), uuid, None))
+        for kind, uuid, listed_cluster in jobs:  # one at a time: a resync must not flood DRP
+            await self.converge(kind, uuid, listed_cluster)
+
+
+__all__ = ["Clusters", "Plan", "list_members", "member_object", "plan", "reconcile_cluster"]

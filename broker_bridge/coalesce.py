@@ -20,6 +20,7 @@ T = TypeVar("T")
 class _Pending(Generic[T]):
     item: T
     due: float
+    seq: int  # which heap entry is this window's (entries of drained windows are stale)
 
 
 class Coalescer(Generic[T]):
@@ -31,7 +32,8 @@ class Coalescer(Generic[T]):
         self.window_s = window_s
         self.clock = clock
         self._pending: dict[str, _Pending[T]] = {}
-        self._heap: list[tuple[float, str]] = []
+        self._heap: list[tuple[float, int, str]] = []
+        self._seq = 0
         self.offered = 0
         self.released = 0
 
@@ -46,8 +48,9 @@ class Coalescer(Generic[T]):
             pending.item = item
             return
         due = self.clock() + self.window_s
-        self._pending[key] = _Pending(item, due)
-        heapq.heappush(self._heap, (due, key))
+        self._seq += 1
+        self._pending[key] = _Pending(item, due, self._seq)
+        heapq.heappush(self._heap, (due, self._seq, key))
 
     def offer_if_idle(self, key: str, item: T) -> None:
         """Offer ``item`` unless ``key`` already has a newer one pending."""
@@ -59,15 +62,20 @@ class Coalescer(Generic[T]):
         now = self.clock() if now is None else now
         out: list[tuple[str, T]] = []
         while self._heap and self._heap[0][0] <= now:
-            _, key = heapq.heappop(self._heap)
-            pending = self._pending.pop(key, None)
-            if pending is not None:
+            _, seq, key = heapq.heappop(self._heap)
+            pending = self._pending.get(key)
+            if pending is not None and pending.seq == seq:
+                del self._pending[key]
                 out.append((key, pending.item))
         self.released += len(out)
         return out
 
     def drain_key(self, key: str) -> T | None:
-        """Forget ``key``'s pending item (a fresher source superseded it); returns it."""
+        """Forget ``key``'s pending item (a fresher source superseded it); returns it.
+
+        The key's heap entry stays behind as a stale entry: a key offered again opens a new
+        window and is released at its own due time, never at the drained one's.
+        """
         pending = self._pending.pop(key, None)
         return None if pending is None else pending.item
 
@@ -81,7 +89,13 @@ class Coalescer(Generic[T]):
 
     def next_due_in(self, now: float | None = None) -> float | None:
         """Seconds until the next window closes (``None`` when nothing is pending)."""
+        while self._heap and self._is_stale(self._heap[0]):
+            heapq.heappop(self._heap)
         if not self._heap:
             return None
         now = self.clock() if now is None else now
         return max(0.0, self._heap[0][0] - now)
+
+    def _is_stale(self, entry: tuple[float, int, str]) -> bool:
+        pending = self._pending.get(entry[2])
+        return pending is None or pending.seq != entry[1]

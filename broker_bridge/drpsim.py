@@ -17,6 +17,7 @@ Websocket: ``/api/v3/ws`` with ``register <type>.<action>.<key>`` frames, each a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import logging
@@ -198,6 +199,9 @@ class DrpSim:
         self.contexts: dict[str, dict[str, Any]] = {}
         self.profiles: dict[str, dict[str, Any]] = {}  # name -> Params
         self.subscribers: list[Subscriber] = []
+        #: Items a full listing returns before the real objects, verbatim (malformed-input
+        #: tests: DRP content of the wrong shape).
+        self.raw_listing: dict[str, list[Any]] = {k: [] for k in MACHINE_KINDS}
         self.events_sent = 0
         self.events_dropped = 0
         self.requests = 0
@@ -369,7 +373,17 @@ class DrpSim:
 
         async def do() -> None:
             for sub in list(self.subscribers):
-                await sub.ws.send_str(text)
+                with contextlib.suppress(ConnectionError):  # a subscriber closing meanwhile
+                    await sub.ws.send_str(text)
+
+        self.call(do())
+
+    def list_raw(self, kind: str, *items: Any) -> None:
+        """Make every full listing of ``kind`` start with ``items``, verbatim (any JSON value:
+        objects of the wrong shape, non-objects). Filtered listings do not return them."""
+
+        async def do() -> None:
+            self.raw_listing[kind].extend(items)
 
         self.call(do())
 
@@ -509,23 +523,29 @@ class DrpSim:
         async def handler(request: web.Request) -> web.Response:
             q = request.query
             items = sorted(self.objects[kind].values(), key=lambda o: o["Uuid"])
+            raw = self.raw_listing[kind]
             for qk, qv in q.items():
                 if qk in ("offset", "limit", "slim", "params", "aggregate"):
                     continue
+                raw = []
                 if qv == "Ne()":
                     items = [o for o in items if o.get(qk) or o["Params"].get(qk)]
                     continue
                 want = qv[3:-1] if qv.startswith("Eq(") and qv.endswith(")") else qv
                 items = [o for o in items if str(o["Params"].get(qk, o.get(qk, ""))) == want]
+            if q.get("aggregate") == "true":
+                items = [self.aggregated(o) for o in items]
+            items = raw + items
             total = len(items)
             offset, limit = int(q.get("offset", 0)), int(q.get("limit", 0) or 0)
             items = items[offset : offset + limit] if limit else items[offset:]
             slim = {s.strip() for s in q.get("slim", "").split(",") if s.strip()}
             wanted = [p for p in q.get("params", "").split(",") if p]
-            if q.get("aggregate") == "true":
-                items = [self.aggregated(o) for o in items]
             out = []
             for obj in items:
+                if not isinstance(obj, dict) or not isinstance(obj.get("Params"), dict):
+                    out.append(obj)  # a raw item: as it is
+                    continue
                 view = {k: v for k, v in obj.items() if k not in slim or k == "Params"}
                 if "Params" in slim:
                     view["Params"] = {k: obj["Params"][k] for k in wanted if k in obj["Params"]}

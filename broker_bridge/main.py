@@ -5,20 +5,54 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+from collections.abc import Sequence
 
-from prometheus_client import CollectorRegistry, start_http_server
 from pydantic import ValidationError
 
-from broker_bridge.bridge import Bridge, BridgeConfig
+from broker_bridge.bridge import Bridge
+from broker_bridge.config import BridgeConfig
 from broker_bridge.metrics import BridgeCollector
-from broker_bridge.sink import PoolSink
-from pool.appconfig import create_app
+from broker_bridge.sink import PoolSink, PublishMany
+from pool.appconfig import CtxpoolCelery, create_app
+from pool.contexts.models import Nudge
 from pool.drp.client import DrpClient
 from pool.drp.config import DrpConfig
 from pool.drp.errors import DrpError
+from pool.health import serve_health
+from pool.queues import RECONCILE_TASK
 from pool.settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: Where the bridge's /healthz and /metrics listen (scraped from other hosts).
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104
+
+
+def nudge_publisher(app: CtxpoolCelery) -> PublishMany:
+    """Sends a batch of nudges through one producer, as one broker batch (kombu's
+    ``Producer.batch``: one pipelined round trip on Redis). The message is exactly what
+    :meth:`pool.runtime.Runtime.publish` sends for one nudge (it belongs beside it in the
+    pool; it lives here until the pool offers a batch publish)."""
+
+    def publish_many(nudges: Sequence[tuple[Nudge, str]]) -> None:
+        if not nudges:
+            return
+        with app.producer_or_acquire() as producer, producer.batch():
+            for nudge, queue in nudges:
+                app.send_task(
+                    RECONCILE_TASK,
+                    kwargs={"nudge": nudge.model_dump()},
+                    queue=queue,
+                    producer=producer,
+                )
+
+    return publish_many
+
+
+def pool_sink(app: CtxpoolCelery) -> PoolSink:
+    """The bridge's sink on ``app``'s state store, API and broker."""
+    rt = app.runtime
+    return PoolSink(rt.store, rt.api, nudge_publisher(app))
 
 
 def bridge_config(settings: Settings) -> BridgeConfig:
@@ -30,6 +64,7 @@ def bridge_config(settings: Settings) -> BridgeConfig:
         resync_s=settings.resync_s,
         machine_token_ttl_s=settings.machine_token_ttl_s,
         broker_name=settings.broker_name,
+        fresh_store_wait_s=settings.membership_ttl_s,
     )
 
 
@@ -42,7 +77,6 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     config = DrpConfig.from_settings(settings)
     app = create_app()
     app.use_settings(settings)
-    rt = app.runtime
     client = DrpClient(config)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -51,19 +85,21 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):  # not the main thread
             break
-    bridge = Bridge(client, PoolSink(rt.store, rt.api), bridge_config(settings))
-    if settings.bridge_metrics_port:
-        registry = CollectorRegistry()
-        registry.register(BridgeCollector(bridge))
-        try:
-            start_http_server(settings.bridge_metrics_port, registry=registry)
-            log.info("bridge metrics on :%d/metrics", settings.bridge_metrics_port)
-        except OSError as exc:
-            log.error("bridge metrics not served on :%d: %s", settings.bridge_metrics_port, exc)
+    bridge = Bridge(client, pool_sink(app), bridge_config(settings))
+    server = None
+    if settings.bridge_metrics_port:  # /healthz (503: a loop dead or no recent resync), /metrics
+        server = serve_health(
+            bridge.health,
+            settings.bridge_metrics_port,
+            ALL_INTERFACES,
+            BridgeCollector(bridge),
+        )
     log.info("bridge for DRP %s (engine %s) starting", config.url, settings.engine)
     try:
         await bridge.run(stop)
     finally:
+        if server is not None:
+            server.stop()
         await client.close()
         app.close()
 

@@ -5,7 +5,9 @@ Counters: ``events`` (frames read), ``irrelevant`` (dropped early: changes that 
 object types), ``applied``/``removed`` (desired-state writes), ``resyncs``, ``reconnects``,
 ``errors`` (writes or DRP calls that failed; the next resync retries), ``cluster_events``.
 Gauges: ``ctxpool_bridge_pending`` (events waiting in the coalescing window),
-``ctxpool_bridge_machines`` (machines the bridge knows).
+``ctxpool_bridge_machines`` (machines the bridge knows). The loops' health (restarts, age of
+the last success, e.g. of the last successful resync) comes from
+:class:`pool.health.HealthCollector` on the same page (``ctxpool_loop_*``).
 """
 
 from __future__ import annotations

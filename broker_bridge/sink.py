@@ -1,69 +1,206 @@
-"""The bridge's :class:`~broker_bridge.bridge.Sink` on the pool's state store and API."""
+"""Where the bridge's desired state goes: the :class:`Sink` interface, and :class:`PoolSink`,
+the pool's state store and producer API behind it.
+
+The bridge only writes desired state and names a *preferred* node; it never claims a context
+(DESIGN.md invariant 8). Reads come in batches: the store compares a whole listed page with
+what the bridge expects in one round trip and answers only with what differs, so a resync of
+10,000 unchanged machines costs 20 small round trips, not 10,000.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
-from broker_bridge.bridge import spec_fingerprint
+from pool.contexts import placement
 from pool.contexts.api import ContextAPI
 from pool.contexts.models import ContextSpec, Desired, Nudge
-from pool.contexts.store import StateStore
-from pool.queues import DEFAULT_TAG, tag_queue
+from pool.contexts.placement import NodeLoads
+from pool.contexts.store import DesiredDigest, StateStore
+from pool.queues import DEFAULT_TAG
 
 log = logging.getLogger(__name__)
 
+#: Sends many nudges at once: ``publish_many([(nudge, queue), ...])``.
+PublishMany = Callable[[Sequence[tuple[Nudge, str]]], None]
+
+#: What must match for a stored spec to be up to date: (context, image, tag). The token is
+#: not part of it (a renewed token alone must not restart an agent).
+Target = tuple[str, str, str]
+
+
+def fingerprint(context: str, image: str, tag: str) -> str:
+    """A :data:`Target` as one string (logs, tests)."""
+    return f"{context}|{image}|{tag}"
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """What the store holds for one context, as far as the bridge compares it."""
+
+    present: bool
+    fingerprint: str | None  # of the stored spec (None: absent or unreadable)
+    tag: str | None
+    generation: int
+
+
+class Sink(Protocol):
+    """The bridge's output (synchronous: the bridge calls it from worker threads).
+
+    Every method may raise :class:`~pool.errors.StoreError` (store unreachable).
+    """
+
+    def compare(self, expected: Sequence[tuple[str, Target | None]]) -> dict[str, Stored | None]:
+        """What the store holds for each context of ``expected`` (``(uuid, target)``; target
+        None: no container wanted) that is not as expected; None when the store has no
+        record. Contexts as expected are left out."""
+        ...
+
+    def present_except(self, keep: Collection[str]) -> set[str]:
+        """Every context the store wants present, other than ``keep``."""
+        ...
+
+    def write(
+        self, applies: Sequence[tuple[ContextSpec, str | None]], removes: Sequence[str]
+    ) -> None:
+        """Make each spec of ``applies`` desired, with a preferred node to suggest (a hint,
+        never a claim), and the contexts of ``removes`` absent; nudge the pool for each."""
+        ...
+
+    def renudge_stalled(self) -> int:
+        """Send wanted contexts of stalled nodes to their tag's queue; returns how many."""
+        ...
+
+    def live_nodes(self, tag: str) -> NodeLoads:
+        """Live nodes serving ``tag``: name -> (contexts they run, capacity)."""
+        ...
+
+    def begin_resync(self) -> tuple[str, bool]:
+        """Start a resync: ``(epoch, fresh)``, fresh when the store was empty (first start, or
+        Redis lost its data)."""
+        ...
+
+    def resync_completed(self, epoch: str) -> bool:
+        """Record that a resync begun in ``epoch`` wrote every context DRP wants (nodes then
+        remove containers still without desired state); False when the store lost its data
+        meanwhile."""
+        ...
+
+
+def _stored(d: DesiredDigest) -> Stored:
+    present = d.desired is Desired.PRESENT
+    fp = None
+    if present and d.context and d.image and d.tag:
+        fp = fingerprint(d.context, d.image, d.tag)
+    return Stored(present, fp, d.tag, d.generation)
+
 
 class PoolSink:
-    """Writes desired state through :class:`pool.contexts.ContextAPI` (thread-safe)."""
+    """:class:`Sink` on the pool's :class:`StateStore` and :class:`ContextAPI` (thread-safe)."""
 
-    def __init__(self, store: StateStore, api: ContextAPI) -> None:
+    def __init__(
+        self, store: StateStore, api: ContextAPI, publish_many: PublishMany | None = None
+    ) -> None:
+        """Args:
+        store: the state store.
+        api: the producer API (removals, single nudges).
+        publish_many: sends a batch's nudges at once (one producer, one broker batch);
+            without it each goes through ``api.publish``.
+        """
         self.store = store
         self.api = api
+        self.publish_many = publish_many or self._publish_each
 
-    def current(self, uuid: str) -> tuple[bool, str | None] | None:
-        desired = self.store.get_desired(uuid)
-        if desired is None:
-            return None
-        spec = desired.spec
-        return desired.desired is Desired.PRESENT, spec_fingerprint(spec) if spec else None
+    def _publish_each(self, nudges: Sequence[tuple[Nudge, str]]) -> None:
+        for nudge, queue in nudges:
+            self.api.publish(nudge, queue)
 
-    def known_present(self) -> set[str]:
-        uuids = list(self.store.iter_context_ids())
-        return {s.uuid for s in self.store.statuses(uuids) if s.desired is Desired.PRESENT}
+    def compare(self, expected: Sequence[tuple[str, Target | None]]) -> dict[str, Stored | None]:
+        """Raises: StoreError."""
+        digests = self.store.compare_desired(expected)
+        return {uuid: None if d is None else _stored(d) for uuid, d in digests.items()}
 
-    def apply(self, spec: ContextSpec, owner_hint: str | None) -> None:
-        """Write ``spec``. When the store knows no owner but DRP names a live node of the tag
-        with room (state rebuilt after Redis lost it, or a cluster member placed by the
-        broker), that node gets it: no second container elsewhere, members spread."""
-        if owner_hint and self.store.owner(spec.uuid) is None:
-            record = self.store.members.membership(owner_hint)
-            if record is not None and spec.tag in record.tags:
-                claim = self.store.claim(spec.uuid, owner_hint, None, record.stats.capacity)
-                if claim.ok:
-                    log.info("context %s: placed on %s as DRP names it", spec.uuid, owner_hint)
-        self.api.apply(spec)
+    def present_except(self, keep: Collection[str]) -> set[str]:
+        """Raises: StoreError."""
+        keep = set(keep)
+        absent: list[tuple[str, Target | None]] = [
+            (u, None) for u in self.store.context_ids() if u not in keep
+        ]
+        differing = self.compare(absent)  # wanted absent: exactly the present ones differ
+        return {u for u, s in differing.items() if s is not None and s.present}
 
-    def live_nodes(self, tag: str) -> dict[str, tuple[int, int]]:
+    def write(
+        self, applies: Sequence[tuple[ContextSpec, str | None]], removes: Sequence[str]
+    ) -> None:
+        """Desired state for a batch, in a few round trips: one pipelined write of every
+        spec, one read of their owners; then a nudge each, to the queue
+        :func:`~pool.contexts.placement.nudge_queue` picks (what :meth:`ContextAPI.apply`
+        does for one spec). Removals go through :meth:`ContextAPI.remove`.
+
+        Raises:
+            StoreError, or the broker's error when a nudge cannot be sent.
+        """
+        if applies:
+            written = self.store.put_desired_many(applies)
+            owners = self.store.owners([spec.uuid for spec, _ in applies])
+            alive = self.store.members.alive_nodes({o for o in owners.values() if o})
+            records = {p: self.store.members.membership(p) for _, p in applies if p}
+            nudges = []
+            for (spec, preferred), (generation, _) in zip(applies, written, strict=True):
+                owner = owners.get(spec.uuid)
+                open_ = None
+                if not owner and preferred and placement.can_host(records[preferred], spec.tag):
+                    open_ = preferred
+                queue = placement.nudge_queue(spec.tag, owner, owner in alive, open_)
+                nudges.append((Nudge(uuid=spec.uuid, generation=generation), queue))
+            self.publish_many(nudges)
+        for uuid in removes:
+            self.api.remove(uuid)
+
+    def renudge_stalled(self) -> int:
+        """Nudge wanted contexts of nodes whose heartbeat expired to their tag queue, where a
+        live node of the tag takes them over (the pool's sweep does the same from the node
+        side; this is the bridge's share, once per resync).
+
+        Raises:
+            StoreError, or the broker's error when a nudge cannot be sent.
+        """
+        owned: set[str] = set()
+        for view in self.store.members.nodes():
+            if not view.alive:
+                owned |= self.store.owned_by(view.name)
+        if not owned:
+            return 0
+        # compared with "wanted absent", exactly the present ones differ
+        present = self.store.compare_desired([(uuid, None) for uuid in sorted(owned)])
+        nudges = [
+            (Nudge(uuid=uuid, generation=d.generation),
+             placement.nudge_queue(d.tag or DEFAULT_TAG, None, False, None))
+            for uuid, d in present.items()
+            if d is not None and d.desired is Desired.PRESENT
+        ]  # fmt: skip
+        self.publish_many(nudges)
+        if nudges:
+            log.info("resync: %d contexts of stalled nodes sent to their tag queues", len(nudges))
+        return len(nudges)
+
+    def live_nodes(self, tag: str) -> NodeLoads:
+        """Raises: StoreError."""
         return {
             view.name: (self.store.count_owned(view.name), view.record.stats.capacity)
             for view in self.store.members.nodes()
             if view.alive and view.record is not None and tag in view.record.tags
         }
 
-    def remove(self, uuid: str) -> None:
-        self.api.remove(uuid)
+    def begin_resync(self) -> tuple[str, bool]:
+        """Raises: StoreError."""
+        return self.store.begin_resync()
 
-    def renudge_stalled(self) -> int:
-        """Nudge contexts whose owner stopped heartbeating to their tag queue: a live node of
-        that tag takes them over (the pool sweep does the same from the node side)."""
-        stalled = [
-            s
-            for s in self.store.statuses(list(self.store.iter_context_ids()))
-            if s.desired is Desired.PRESENT and s.owner and not s.owner_alive
-        ]
-        for s in stalled:
-            nudge = Nudge(uuid=s.uuid, generation=s.generation or 0)
-            self.api.publish(nudge, tag_queue(s.tag or DEFAULT_TAG))
-        if stalled:
-            log.info("resync: %d contexts of stalled nodes sent to their tag queues", len(stalled))
-        return len(stalled)
+    def resync_completed(self, epoch: str) -> bool:
+        """Raises: StoreError."""
+        return self.store.resync_completed(epoch)
+
+
+__all__ = ["PoolSink", "PublishMany", "Sink", "Stored", "Target", "fingerprint"]

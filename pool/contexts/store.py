@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import redis
 from pydantic import ValidationError
 
@@ -44,6 +45,19 @@ class SweepRow:
 
 
 @dataclass(frozen=True, slots=True)
+class DesiredDigest:
+    """The gist of one context's desired state: what a producer compares with its own view
+    (see :meth:`StateStore.compare_desired`)."""
+
+    uuid: str
+    desired: Desired
+    generation: int
+    tag: str | None
+    context: str | None  # of the stored spec (None: absent, or no readable spec)
+    image: str | None
+
+
+@dataclass(frozen=True, slots=True)
 class ClaimResult:
     """Outcome of an ownership compare-and-set."""
 
@@ -70,6 +84,7 @@ class StateStore:
         self._finalize_absent = client.register_script(_script("finalize_absent"))
         self._resync_begin = client.register_script(_script("resync_begin"))
         self._resync_done = client.register_script(_script("resync_done"))
+        self._compare_desired = client.register_script(_script("desired_compare"))
 
     @classmethod
     def from_url(cls, url: str, prefix: str = "ctxpool:") -> StateStore:
@@ -126,6 +141,46 @@ class StateStore:
             ],
         )
         return int(result[0]), bool(int(result[1]))
+
+    @_converting
+    def put_desired_many(
+        self, items: Sequence[tuple[ContextSpec, str | None]]
+    ) -> list[tuple[int, bool]]:
+        """:meth:`put_desired` (present, store-counted generations) for many contexts, in one
+        round trip. Each write is atomic on its own; together they are not.
+
+        Args:
+            items: ``(spec, preferred node or None)``.
+
+        Returns:
+            ``(generation, changed)`` of each, in order.
+
+        Raises:
+            StoreError: Redis is unreachable; some writes may have happened.
+        """
+        now = repr(time.time())
+        with self.redis.pipeline(transaction=False) as pipe:
+            for spec, preferred in items:
+                self._put_desired(
+                    keys=[self.keys.ctx(spec.uuid), self.keys.contexts],
+                    args=[spec.uuid, Desired.PRESENT.value, spec.to_store(), spec.spec_hash(),
+                          spec.tag, "", now, preferred or ""],
+                    client=pipe,
+                )  # fmt: skip
+            results = pipe.execute()
+        return [(int(r[0]), bool(int(r[1]))) for r in results]
+
+    @_converting
+    def owners(self, uuids: Sequence[str]) -> dict[str, str | None]:
+        """The owner of each of ``uuids`` (None: unowned), in one round trip.
+
+        Raises:
+            StoreError: Redis is unreachable.
+        """
+        if not uuids:
+            return {}
+        values = self.redis.mget([self.keys.owner(u) for u in uuids])
+        return {u: v or None for u, v in zip(uuids, values, strict=True)}
 
     @_converting
     def get_desired(self, uuid: str) -> DesiredState | None:
@@ -194,6 +249,57 @@ class StateStore:
                 )
             )
         return rows
+
+    @_converting
+    def context_ids(self) -> set[str]:
+        """Every context id in the index (tombstones included): one snapshot, one reply.
+
+        Raises:
+            StoreError: Redis is unreachable.
+        """
+        return set(self.redis.zrange(self.keys.contexts, 0, -1))
+
+    #: Contexts per call of :meth:`compare_desired` (one Lua call each; bounds its run time).
+    COMPARE_BATCH = 500
+
+    @_converting
+    def compare_desired(
+        self, expected: Sequence[tuple[str, tuple[str, str, str] | None]]
+    ) -> dict[str, DesiredDigest | None]:
+        """Compare many contexts with what a producer expects, in one round trip (and one
+        reply, empty when nothing differs) per :attr:`COMPARE_BATCH`.
+
+        Args:
+            expected: ``(uuid, (context, image, tag))`` for a context wanted present with
+                that spec, ``(uuid, None)`` for one wanted absent.
+
+        Returns:
+            ``uuid -> DesiredDigest`` (``None``: no record) for each context whose stored
+            desired state differs from the expectation. The others are as expected.
+
+        Raises:
+            StoreError: Redis is unreachable.
+        """
+        out: dict[str, DesiredDigest | None] = {}
+        ctx = self.keys.ctx
+        for start in range(0, len(expected), self.COMPARE_BATCH):
+            chunk = expected[start : start + self.COMPARE_BATCH]
+            want = orjson.dumps([w or False for _, w in chunk]).decode()
+            reply = self._compare_desired(keys=[ctx(u) for u, _ in chunk], args=[want])
+            for index, (desired, generation, context, image, tag) in orjson.loads(reply).items():
+                uuid = chunk[int(index) - 1][0]
+                if desired not in (Desired.PRESENT, Desired.ABSENT):
+                    out[uuid] = None
+                    continue
+                out[uuid] = DesiredDigest(
+                    uuid=uuid,
+                    desired=Desired(desired),
+                    generation=int(generation or 0),
+                    tag=tag or None,
+                    context=context or None,
+                    image=image or None,
+                )
+        return out
 
     @_converting
     def forget_index_entry(self, uuid: str) -> None:

@@ -23,6 +23,7 @@ from pool.drp.config import DrpConfig
 from pool.drp.errors import (
     DrpAuthError,
     DrpError,
+    DrpFrameTooLargeError,
     DrpUnavailableError,
     error_for_status,
 )
@@ -197,6 +198,7 @@ class DrpClient:
         registrations: Sequence[str] = REGISTRATIONS,
         heartbeat_s: float = 20.0,
         on_registered: Callable[[], None] | None = None,
+        max_msg_size: int = 64 * 1024 * 1024,
     ) -> AsyncIterator[str]:
         """Connect, register, wait for every acknowledgement, then yield raw event frames.
 
@@ -204,23 +206,29 @@ class DrpClient:
         token DRP refuses at the upgrade is renewed once.
 
         Raises:
-            DrpAuthError, DrpUnavailableError.
+            DrpAuthError, DrpUnavailableError: the connection failed or broke.
+            DrpFrameTooLargeError: a frame over ``max_msg_size`` bytes broke the connection.
         """
         token = await self._bearer()
         try:
-            ws = await self._connect(token, heartbeat_s)
+            ws = await self._connect(token, heartbeat_s, max_msg_size)
         except DrpAuthError as exc:
             fresh = await self._renewed(token) if renews_after(exc.status) else None
             if fresh is None:
                 raise
-            ws = await self._connect(fresh, heartbeat_s)
+            ws = await self._connect(fresh, heartbeat_s, max_msg_size)
         async with ws:
-            for reg in registrations:
-                await ws.send_str(f"register {reg}")
+            try:
+                for reg in registrations:
+                    await ws.send_str(f"register {reg}")
+            except (aiohttp.ClientError, ConnectionError, RuntimeError) as exc:
+                raise DrpUnavailableError(f"DRP websocket: register: {exc}") from exc
             acks = 0
             async for msg in ws:
                 if msg.type != aiohttp.WSMsgType.TEXT:
-                    if msg.type in (aiohttp.WSMsgType.ERROR, aiohttp.WSMsgType.CLOSED):
+                    if msg.type == aiohttp.WSMsgType.ERROR:
+                        raise _ws_error(msg.data, max_msg_size)
+                    if msg.type == aiohttp.WSMsgType.CLOSED:
                         break
                     continue
                 if acks < len(registrations) and '"websocket"' in msg.data:
@@ -232,17 +240,28 @@ class DrpClient:
                     continue
                 yield msg.data
 
-    async def _connect(self, token: str, heartbeat_s: float) -> aiohttp.ClientWebSocketResponse:
+    async def _connect(
+        self, token: str, heartbeat_s: float, max_msg_size: int
+    ) -> aiohttp.ClientWebSocketResponse:
         ws_url = self.config.url.replace("http", "ws", 1) + paths.WEBSOCKET
         try:
             return await self._session.ws_connect(
                 ws_url,
                 headers={"Authorization": bearer_header(token)},
                 heartbeat=heartbeat_s,
-                max_msg_size=64 * 1024 * 1024,
+                max_msg_size=max_msg_size,
             )
         except aiohttp.WSServerHandshakeError as exc:
             error = error_for_status(exc.status, "GET", paths.WEBSOCKET)
             raise (error or DrpUnavailableError(f"DRP websocket: {exc}")) from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise DrpUnavailableError(f"DRP websocket: {type(exc).__name__}: {exc}") from exc
+
+
+def _ws_error(exc: object, max_msg_size: int) -> DrpError:
+    """The error for a failed websocket read (a frame over the limit, a protocol error)."""
+    if getattr(exc, "code", None) == aiohttp.WSCloseCode.MESSAGE_TOO_BIG:
+        return DrpFrameTooLargeError(
+            f"DRP websocket: an event frame too large (over {max_msg_size} bytes)"
+        )
+    return DrpUnavailableError(f"DRP websocket: {type(exc).__name__}: {exc}")

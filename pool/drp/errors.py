@@ -36,6 +36,10 @@ class DrpUnavailableError(DrpError):
     """DRP cannot be reached, or answered 5xx."""
 
 
+class DrpFrameTooLargeError(DrpUnavailableError):
+    """DRP sent a websocket frame over the client's limit: the connection cannot go on."""
+
+
 def error_for_status(status: int, method: str, path: str, body: str = "") -> DrpError | None:
     """The error a DRP answer means, or ``None`` for a success (1xx-3xx).
 

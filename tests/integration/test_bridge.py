@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import docker
@@ -14,53 +12,14 @@ import pytest
 import redis
 
 from broker_bridge.drpsim import DrpSim
-from broker_bridge.main import serve
 from pool.contexts.store import StateStore
-from pool.settings import Settings
 from tests import support
-from tests.conftest import _settings_from
 from tests.support import Worker, wait_for
 
 pytestmark = pytest.mark.integration
 
 OWNER = "docker-context/owner"
 TAG = "docker-context/tag"
-
-
-@pytest.fixture
-def sim() -> Iterator[DrpSim]:
-    with DrpSim() as s:
-        yield s
-
-
-@pytest.fixture
-def drp_env(sim: DrpSim) -> dict[str, str]:
-    return {"CTXPOOL_DRP_URL": sim.url, "CTXPOOL_DRP_TOKEN": sim.token}
-
-
-@pytest.fixture
-def run_bridge(pool_env: dict[str, str], drp_env: dict[str, str]) -> Iterator[Callable[..., None]]:
-    """Start the bridge (``broker_bridge.main.serve``) in a thread; stopped after the test."""
-    running: list[tuple[threading.Thread, asyncio.AbstractEventLoop, asyncio.Event]] = []
-
-    def start(**overrides: Any) -> None:
-        settings = _settings_from({**pool_env, **drp_env})
-        overrides.setdefault("bridge_metrics_port", 0)
-        settings = Settings(**{**settings.model_dump(), **overrides})
-        loop = asyncio.new_event_loop()
-        stop = asyncio.Event()
-
-        def run() -> None:
-            loop.run_until_complete(serve(settings, stop))
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        running.append((thread, loop, stop))
-
-    yield start
-    for thread, loop, stop in running:
-        loop.call_soon_threadsafe(stop.set)
-        thread.join(20)
 
 
 def _containers(client: docker.DockerClient, ctx: str) -> dict[str, dict[str, Any]]:

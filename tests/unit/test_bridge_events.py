@@ -7,20 +7,27 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
-import logging
 import random
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from broker_bridge.bridge import Bridge, BridgeConfig, fingerprint, spec_fingerprint
+from broker_bridge.bridge import Bridge, BridgeConfig
 from broker_bridge.models import Context, Machine
+from broker_bridge.sink import fingerprint
 from broker_bridge.translate import wanted
-from pool.contexts.models import ContextSpec
+from tests.bridge_fakes import MemSink, quiet
 
-logging.getLogger("broker_bridge").setLevel(logging.ERROR)  # junk events warn by design
+
+@pytest.fixture(autouse=True, scope="module")
+def _quiet() -> Iterator[None]:
+    with quiet():  # junk events warn by design
+        yield
+
 
 UUIDS = [f"00000000-0000-4000-8000-00000000000{i}" for i in range(5)]
 CONTEXT_NAMES = ["runner", "auditor", "foreign"]
@@ -59,40 +66,11 @@ class FakeDrp:
         for raw in self.machines.values():
             w = wanted(Machine.model_validate(raw), contexts)
             if w is not None:
-                out[w.uuid] = fingerprint(w)
+                out[w.uuid] = fingerprint(w.context, w.image, w.tag)
         return out
 
 
 FakeDrp.contexts_.__name__ = "contexts"
-
-
-class MemSink:
-    def __init__(self) -> None:
-        self.desired: dict[str, tuple[bool, str | None]] = {}
-        self.writes = 0
-
-    def current(self, uuid: str) -> tuple[bool, str | None] | None:
-        return self.desired.get(uuid)
-
-    def known_present(self) -> set[str]:
-        return {u for u, (present, _) in self.desired.items() if present}
-
-    def apply(self, spec: ContextSpec, owner_hint: str | None) -> None:
-        self.writes += 1
-        self.desired[spec.uuid] = (True, spec_fingerprint(spec))
-
-    def remove(self, uuid: str) -> None:
-        self.writes += 1
-        self.desired[uuid] = (False, None)
-
-    def renudge_stalled(self) -> int:
-        return 0
-
-    def live_nodes(self, tag: str) -> dict[str, tuple[int, int]]:
-        return {}
-
-    def present(self) -> dict[str, str]:
-        return {u: fp for u, (p, fp) in self.desired.items() if p and fp}
 
 
 class ClientAdapter:
@@ -141,6 +119,7 @@ op_strategy = st.one_of(
     st.tuples(st.just("noise"), st.sampled_from(UUIDS), st.none(), st.none()),
 )
 
+UNRELATED = '{"Type": "profiles", "Action": "save", "Key": "p", "Object": {}}'
 JUNK = [
     "not json",
     "[1, 2]",
@@ -148,7 +127,7 @@ JUNK = [
     '{"Type": "machines", "Action": "explode", "Key": "x", "Object": {}}',
     '{"Type": "machines", "Action": "update", "Key": "x", "Object": {"Uuid": 5}}',
     '{"Type": "machines", "Action": "save", "Key": "x", "Object": "oops"}',
-    '{"Type": "profiles", "Action": "save", "Key": "p", "Object": {}}',
+    UNRELATED,
     '{"Type": "contexts", "Action": "save", "Key": "c", "Object": {"Name": ""}}',
     '{"Type": "machines", "Action": "save", "Key": "y", "Object": {"Uuid": "y", "Params": []}}',
 ]
@@ -186,20 +165,24 @@ async def run_scenario(
     junk: float,
     reorder: bool,
     drop: float,
-) -> tuple[FakeDrp, MemSink, Bridge]:
+) -> tuple[FakeDrp, MemSink, Bridge, Counter[str]]:
+    """Play ``ops`` to a bridge as events; the last value counts what the stream held."""
     drp, sink = FakeDrp(), MemSink()
     bridge = Bridge(ClientAdapter(drp), sink, BridgeConfig(coalesce_s=0.0))  # type: ignore[arg-type]
     bridge.contexts = await drp.contexts_()
     stream: list[str] = []
+    sent: Counter[str] = Counter()
     for op in ops:
         for text in apply_op(drp, op):
             if rng.random() < drop:
                 continue
-            stream.append(text)
-            if rng.random() < duplicate:
-                stream.append(text)
+            copies = 2 if rng.random() < duplicate else 1
+            stream += [text] * copies
+            sent["noise" if op[0] == "noise" else "events"] += copies
         if rng.random() < junk:
-            stream.append(rng.choice(JUNK))
+            bad = rng.choice(JUNK)
+            stream.append(bad)
+            sent["unrelated" if bad == UNRELATED else "malformed"] += 1
     if reorder:
         for i in range(len(stream) - 1):  # local swaps: how events overtake each other
             if rng.random() < 0.3:
@@ -211,17 +194,21 @@ async def run_scenario(
             await bridge.idle()
     await bridge.flush()
     await bridge.idle()
-    return drp, sink, bridge
+    return drp, sink, bridge, sent
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=st.lists(op_strategy, max_size=40), seed=st.integers(0, 2**32))
 def test_in_order_events_alone_reach_drp_state(ops: list[tuple[Any, ...]], seed: int) -> None:
-    """Duplicates and malformed events in between: no resync needed, no crash."""
+    """Duplicates and malformed events in between: no resync needed, no crash; every frame
+    is counted, each junk one as what it is."""
     rng = random.Random(seed)
-    drp, sink, bridge = asyncio.run(run_scenario(ops, rng, 0.3, 0.3, False, 0.0))
+    drp, sink, bridge, sent = asyncio.run(run_scenario(ops, rng, 0.3, 0.3, False, 0.0))
     assert sink.present() == drp.expected()
-    assert bridge.stats["events"] >= 0
+    assert bridge.stats["events"] == sent.total()
+    assert bridge.stats["malformed"] == sent["malformed"]
+    assert bridge.stats["unrelated"] == sent["unrelated"]
+    assert bridge.stats["irrelevant"] >= sent["noise"]  # (and unchanged re-saves)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -232,7 +219,7 @@ def test_reordered_and_dropped_events_are_fixed_by_resync(
     rng = random.Random(seed)
 
     async def scenario() -> tuple[FakeDrp, MemSink]:
-        drp, sink, bridge = await run_scenario(ops, rng, 0.3, 0.3, True, 0.3)
+        drp, sink, bridge, _ = await run_scenario(ops, rng, 0.3, 0.3, True, 0.3)
         await bridge.resync()
         return drp, sink
 

@@ -233,12 +233,3 @@ def test_cluster_plan() -> None:
     new = member_object(cluster(1), "batch-1")
     assert new["Params"] == {"ctxpool/cluster": UUID, "docker-context/tag": "batch"}
     assert new["Context"] == "runner"
-
-
-def test_spread_fills_the_least_loaded_node_within_capacity() -> None:
-    from broker_bridge.clusters import spread
-
-    assert spread({"a": (0, 10), "b": (0, 10)}, 4) == ["a", "b", "a", "b"]
-    assert spread({"a": (5, 10), "b": (0, 2)}, 4) == ["b", "a", "b", "a"]
-    assert spread({"a": (1, 1)}, 2) == [None, None]  # all full: the tag queue decides
-    assert spread({}, 1) == [None]
