@@ -131,6 +131,11 @@ def test_healthz_turns_503_while_resyncs_fail_and_recovers(
     resync = 'component="bridge",loop="resync"'
     wait_for(lambda: http_get(port, "/healthz")[0] == 200, 30, 0.2, what="healthy")
 
+    def first_resync_done() -> bool:
+        loops = json.loads(http_get(port, "/healthz")[1])["loops"]
+        return loops.get("resync", {}).get("last_ok_age_s") is not None
+
+    wait_for(first_resync_done, 30, 0.2, what="a first successful resync")
     sim.fail_auth = True  # DRP refuses the bridge: every resync fails from now on
     sim.cut_websockets()
     _, body = wait_for(
