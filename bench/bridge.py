@@ -229,13 +229,13 @@ async def run_bridge(
     app.use_settings(settings)
     sink = pool_sink(app)
     nudges: Counter[str] = Counter()
-    real_publish = sink.publish_many
+    real_publish = sink.api.publish_many
 
     def counting_publish(batch: Sequence[tuple[Nudge, str]]) -> None:
         nudges.update(nudge.uuid for nudge, _ in batch)
         real_publish(batch)
 
-    sink.publish_many = counting_publish
+    sink.api.publish_many = counting_publish
     client = DrpClient(DrpConfig(url=replay.url, token=TOKEN))
     bridge = Bridge(client, sink, BridgeConfig(coalesce_s=window_s, endpoints=(replay.url,)))
     bridge.contexts = {

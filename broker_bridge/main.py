@@ -5,21 +5,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from collections.abc import Sequence
 
 from pydantic import ValidationError
 
 from broker_bridge.bridge import Bridge
 from broker_bridge.config import BridgeConfig
 from broker_bridge.metrics import BridgeCollector
-from broker_bridge.sink import PoolSink, PublishMany
+from broker_bridge.sink import PoolSink
 from pool.appconfig import CtxpoolCelery, create_app
-from pool.contexts.models import Nudge
 from pool.drp.client import DrpClient
 from pool.drp.config import DrpConfig
 from pool.drp.errors import DrpError
 from pool.health import serve_health
-from pool.queues import RECONCILE_TASK
 from pool.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -28,31 +25,10 @@ log = logging.getLogger(__name__)
 ALL_INTERFACES = "0.0.0.0"  # noqa: S104
 
 
-def nudge_publisher(app: CtxpoolCelery) -> PublishMany:
-    """Sends a batch of nudges through one producer, as one broker batch (kombu's
-    ``Producer.batch``: one pipelined round trip on Redis). The message is exactly what
-    :meth:`pool.runtime.Runtime.publish` sends for one nudge (it belongs beside it in the
-    pool; it lives here until the pool offers a batch publish)."""
-
-    def publish_many(nudges: Sequence[tuple[Nudge, str]]) -> None:
-        if not nudges:
-            return
-        with app.producer_or_acquire() as producer, producer.batch():
-            for nudge, queue in nudges:
-                app.send_task(
-                    RECONCILE_TASK,
-                    kwargs={"nudge": nudge.model_dump()},
-                    queue=queue,
-                    producer=producer,
-                )
-
-    return publish_many
-
-
 def pool_sink(app: CtxpoolCelery) -> PoolSink:
     """The bridge's sink on ``app``'s state store, API and broker."""
     rt = app.runtime
-    return PoolSink(rt.store, rt.api, nudge_publisher(app))
+    return PoolSink(rt.store, rt.api)
 
 
 def bridge_config(settings: Settings) -> BridgeConfig:

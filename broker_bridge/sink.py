@@ -10,7 +10,7 @@ what the bridge expects in one round trip and answers only with what differs, so
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,8 +23,6 @@ from pool.queues import DEFAULT_TAG
 
 log = logging.getLogger(__name__)
 
-#: Sends many nudges at once: ``publish_many([(nudge, queue), ...])``.
-PublishMany = Callable[[Sequence[tuple[Nudge, str]]], None]
 
 #: What must match for a stored spec to be up to date: (context, image, tag). The token is
 #: not part of it (a renewed token alone must not restart an agent).
@@ -100,22 +98,13 @@ def _stored(d: DesiredDigest) -> Stored:
 class PoolSink:
     """:class:`Sink` on the pool's :class:`StateStore` and :class:`ContextAPI` (thread-safe)."""
 
-    def __init__(
-        self, store: StateStore, api: ContextAPI, publish_many: PublishMany | None = None
-    ) -> None:
+    def __init__(self, store: StateStore, api: ContextAPI) -> None:
         """Args:
-        store: the state store.
-        api: the producer API (removals, single nudges).
-        publish_many: sends a batch's nudges at once (one producer, one broker batch);
-            without it each goes through ``api.publish``.
+        store: the state store (batched reads).
+        api: the producer API (every write and nudge).
         """
         self.store = store
         self.api = api
-        self.publish_many = publish_many or self._publish_each
-
-    def _publish_each(self, nudges: Sequence[tuple[Nudge, str]]) -> None:
-        for nudge, queue in nudges:
-            self.api.publish(nudge, queue)
 
     def compare(self, expected: Sequence[tuple[str, Target | None]]) -> dict[str, Stored | None]:
         """Raises: StoreError."""
@@ -134,28 +123,13 @@ class PoolSink:
     def write(
         self, applies: Sequence[tuple[ContextSpec, str | None]], removes: Sequence[str]
     ) -> None:
-        """Desired state for a batch, in a few round trips: one pipelined write of every
-        spec, one read of their owners; then a nudge each, to the queue
-        :func:`~pool.contexts.placement.nudge_queue` picks (what :meth:`ContextAPI.apply`
-        does for one spec). Removals go through :meth:`ContextAPI.remove`.
+        """Desired state for a batch (:meth:`ContextAPI.apply_many`: a few round trips and
+        one broker batch of nudges). Removals go through :meth:`ContextAPI.remove`.
 
         Raises:
             StoreError, or the broker's error when a nudge cannot be sent.
         """
-        if applies:
-            written = self.store.put_desired_many(applies)
-            owners = self.store.owners([spec.uuid for spec, _ in applies])
-            alive = self.store.members.alive_nodes({o for o in owners.values() if o})
-            records = {p: self.store.members.membership(p) for _, p in applies if p}
-            nudges = []
-            for (spec, preferred), (generation, _) in zip(applies, written, strict=True):
-                owner = owners.get(spec.uuid)
-                open_ = None
-                if not owner and preferred and placement.can_host(records[preferred], spec.tag):
-                    open_ = preferred
-                queue = placement.nudge_queue(spec.tag, owner, owner in alive, open_)
-                nudges.append((Nudge(uuid=spec.uuid, generation=generation), queue))
-            self.publish_many(nudges)
+        self.api.apply_many(applies)
         for uuid in removes:
             self.api.remove(uuid)
 
@@ -170,7 +144,7 @@ class PoolSink:
         owned: set[str] = set()
         for view in self.store.members.nodes():
             if not view.alive:
-                owned |= self.store.owned_by(view.name)
+                owned |= self.store.ownership.owned_by(view.name)
         if not owned:
             return 0
         # compared with "wanted absent", exactly the present ones differ
@@ -181,7 +155,7 @@ class PoolSink:
             for uuid, d in present.items()
             if d is not None and d.desired is Desired.PRESENT
         ]  # fmt: skip
-        self.publish_many(nudges)
+        self.api.publish_many(nudges)
         if nudges:
             log.info("resync: %d contexts of stalled nodes sent to their tag queues", len(nudges))
         return len(nudges)
@@ -189,7 +163,7 @@ class PoolSink:
     def live_nodes(self, tag: str) -> NodeLoads:
         """Raises: StoreError."""
         return {
-            view.name: (self.store.count_owned(view.name), view.record.stats.capacity)
+            view.name: (self.store.ownership.count_owned(view.name), view.record.stats.capacity)
             for view in self.store.members.nodes()
             if view.alive and view.record is not None and tag in view.record.tags
         }
@@ -203,4 +177,4 @@ class PoolSink:
         return self.store.resync_completed(epoch)
 
 
-__all__ = ["PoolSink", "PublishMany", "Sink", "Stored", "Target", "fingerprint"]
+__all__ = ["PoolSink", "Sink", "Stored", "Target", "fingerprint"]

@@ -11,6 +11,7 @@ from typing import Any
 
 from celery import Celery
 
+from pool.broker import REDIS_TRANSPORT
 from pool.queues import DEFAULT_TAG, TASK_MODULES, tag_queue
 from pool.runtime import Runtime
 from pool.settings import Settings
@@ -20,6 +21,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings that DESIGN.md's reliability invariants depend on."""
     default_queue = tag_queue(DEFAULT_TAG)
     transport_options: dict[str, Any] = {}
+    transport = None
+    if settings.broker_url.startswith(("redis://", "rediss://")):
+        transport = REDIS_TRANSPORT  # survives a Redis restart with unacked messages
     if settings.broker_url.startswith(("redis", "rediss", "unix")):
         transport_options = {
             # unacked messages come back after this: longer than any task runs
@@ -28,6 +32,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         }
     return {
         "broker_url": settings.broker_url,
+        "broker_transport": transport,
         "broker_transport_options": transport_options,
         "broker_connection_retry_on_startup": True,
         "task_serializer": "json",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 from typing import Annotated
 
@@ -181,3 +181,5 @@ class Nudge(BaseModel):
 
 #: Sends a nudge to a queue: ``publish(nudge, queue_name)``.
 Publisher = Callable[[Nudge, str], None]
+#: Sends many nudges at once: ``publish_many([(nudge, queue_name), ...])``.
+BatchPublisher = Callable[[Sequence[tuple[Nudge, str]]], None]

@@ -46,6 +46,14 @@ def leave_to_preferred(preferred: str | None, me: str, hops: int) -> str | None:
     return None
 
 
+def may_still_register(age_s: float, membership_ttl_s: float) -> bool:
+    """Whether a preferred node without a membership record should still be waited for: a
+    desired state younger than one membership TTL may have been rebuilt after Redis lost its
+    data, before that node's next heartbeat (it runs the container: another node must not
+    create a second one). Older, the node is gone, and any node of the tag may claim."""
+    return age_s < membership_ttl_s
+
+
 def spread(nodes: NodeLoads, count: int) -> list[str | None]:
     """A preferred node for each of ``count`` new contexts: always the least loaded (by share
     of capacity) with room left; ``None`` when every node is full (the tag queue decides)."""

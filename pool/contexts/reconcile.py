@@ -149,12 +149,12 @@ class Reconciler:
         return self._leased(Nudge(uuid=uuid), lambda: self._drop_foreign(uuid))
 
     def _drop_foreign(self, uuid: str) -> Outcome:
-        owner = self.store.owner(uuid)
+        owner = self.store.ownership.owner(uuid)
         if owner is None or owner == self.node.name:
             return self._converge(uuid, 0)
         for ref in self.engine.list_containers(owner=self.node.name, uuid=uuid):
             self.engine.remove_container(ref, f"now owned by {owner}")
-        self.store.disown(uuid, self.node.name)  # drops a stale owned-set entry only
+        self.store.ownership.disown(uuid, self.node.name)  # drops a stale owned-set entry only
         return Outcome.REMOVED
 
     def _leased(self, nudge: Nudge, work: Callable[[], Outcome]) -> Outcome:
@@ -207,7 +207,7 @@ class Reconciler:
     def _converge(self, uuid: str, hops: int) -> Outcome:
         me = self.node.name
         desired = self.store.get_desired(uuid)
-        owner = self.store.owner(uuid)
+        owner = self.store.ownership.owner(uuid)
         present = desired is not None and desired.desired is Desired.PRESENT
 
         if owner and owner != me:
@@ -223,7 +223,7 @@ class Reconciler:
             ):
                 # not ours to take: let a node with the right tag do it
                 return self._requeue(uuid, desired, hops)
-            claim = self.store.claim(uuid, me, owner, capacity)
+            claim = self.store.ownership.claim(uuid, me, owner, capacity)
             if claim.outcome == "full":
                 return self._backlog(uuid, desired, hops)
             if not claim.ok:
@@ -241,17 +241,23 @@ class Reconciler:
             if owner == me:
                 # re-tagged: this node no longer qualifies; release it to the new tag
                 self.engine.remove(uuid, me)
-                self.store.disown(uuid, me)
+                self.store.ownership.disown(uuid, me)
                 log.info("context %s: tag is now %s, released", uuid, desired.spec.tag)
             return self._requeue(uuid, desired, hops)
         fresh = False
         if owner is None:
             preferred = placement.leave_to_preferred(desired.preferred, me, hops)
-            if preferred is not None and placement.can_host(
-                self.store.members.membership(preferred), desired.spec.tag
-            ):
-                return self._forward(uuid, preferred, desired, hops)
-            claim = self.store.claim(uuid, me, None, self.node.capacity)
+            if preferred is not None:
+                record = self.store.members.membership(preferred)
+                if placement.can_host(record, desired.spec.tag):
+                    return self._forward(uuid, preferred, desired, hops)
+                if record is None and placement.may_still_register(
+                    time.time() - desired.updated_at, self.settings.membership_ttl_s
+                ):
+                    # DRP names a node that has no record (yet): after Redis lost its data it
+                    # re-registers within one membership TTL, and it runs the container
+                    return self._backlog(uuid, desired, hops)
+            claim = self.store.ownership.claim(uuid, me, None, self.node.capacity)
             if claim.outcome == "full":
                 return self._backlog(uuid, desired, hops)
             if not claim.ok:
@@ -259,13 +265,13 @@ class Reconciler:
             fresh = True
             self._tell(uuid, "owner", lambda: self.report.owner_changed(uuid, me))
         else:
-            parked = self.store.parked_generation(uuid, me)
+            parked = self.store.ownership.parked_generation(uuid, me)
             if parked is not None:
                 if parked == desired.generation:
                     return Outcome.PARKED  # a permanent error: not again before a spec change
-                claim = self.store.claim(uuid, me, me, self.node.capacity)
+                claim = self.store.ownership.claim(uuid, me, me, self.node.capacity)
                 if claim.outcome == "full":  # no room for it here now: let another node try
-                    self.store.disown(uuid, me)
+                    self.store.ownership.disown(uuid, me)
                     return self._backlog(uuid, desired, hops)
         return self._converge_present(uuid, desired, fresh)
 
@@ -359,7 +365,7 @@ class Reconciler:
         """Hold a permanently failing context without capacity, and without a container: an
         older container of it would be running a spec that is no longer wanted."""
         me = self.node.name
-        self.store.park(uuid, me)
+        self.store.ownership.park(uuid, me)
         try:
             self.engine.remove(uuid, me)
         except EngineError as exc:
@@ -377,10 +383,10 @@ class Reconciler:
         containers = self.engine.list_containers(owner=me, uuid=uuid)
         if not containers:
             if owner == me:
-                self.store.disown(uuid, me)
+                self.store.ownership.disown(uuid, me)
             return Outcome.NOTHING
         if owner is None:
-            self.store.claim(uuid, me, None, 0)
+            self.store.ownership.claim(uuid, me, None, 0)
         # the marker first, the desired state second: a resync that completed before this
         # read wrote its desired state before that read too
         resynced = self.store.last_resync() is not None
@@ -403,6 +409,6 @@ class Reconciler:
         why = "a complete resync" if resynced else f"{self.settings.orphan_grace_s:.0f}s"
         for ref in containers:
             self.engine.remove_container(ref, f"orphan: no desired state after {why}")
-        self.store.disown(uuid, me)
+        self.store.ownership.disown(uuid, me)
         self.store.forget_status(uuid)
         return Outcome.REMOVED

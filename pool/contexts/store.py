@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from pool.contexts.locks import Locks
 from pool.contexts.models import ContextSpec, ContextStatus, Desired, DesiredState, RunState
+from pool.contexts.ownership import Ownership
 from pool.keys import Keys
 from pool.membership import Members
 from pool.redisutil import converting, lua, redis_errors
@@ -57,18 +58,6 @@ class DesiredDigest:
     image: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class ClaimResult:
-    """Outcome of an ownership compare-and-set."""
-
-    outcome: str  # "ok" | "full" | "lost"
-    owner: str
-
-    @property
-    def ok(self) -> bool:
-        return self.outcome == "ok"
-
-
 class StateStore:
     """Typed access to ctxpool's Redis keys. Thread-safe (redis-py pools connections)."""
 
@@ -77,10 +66,8 @@ class StateStore:
         self.keys = Keys(prefix)
         self.members = Members(client, self.keys)
         self.locks = Locks(client, self.keys)
+        self.ownership = Ownership(client, self.keys)
         self._put_desired = client.register_script(_script("put_desired"))
-        self._claim = client.register_script(_script("claim"))
-        self._disown = client.register_script(_script("disown"))
-        self._park = client.register_script(_script("park"))
         self._finalize_absent = client.register_script(_script("finalize_absent"))
         self._resync_begin = client.register_script(_script("resync_begin"))
         self._resync_done = client.register_script(_script("resync_done"))
@@ -169,18 +156,6 @@ class StateStore:
                 )  # fmt: skip
             results = pipe.execute()
         return [(int(r[0]), bool(int(r[1]))) for r in results]
-
-    @_converting
-    def owners(self, uuids: Sequence[str]) -> dict[str, str | None]:
-        """The owner of each of ``uuids`` (None: unowned), in one round trip.
-
-        Raises:
-            StoreError: Redis is unreachable.
-        """
-        if not uuids:
-            return {}
-        values = self.redis.mget([self.keys.owner(u) for u in uuids])
-        return {u: v or None for u, v in zip(uuids, values, strict=True)}
 
     @_converting
     def get_desired(self, uuid: str) -> DesiredState | None:
@@ -425,74 +400,6 @@ class StateStore:
     @_converting
     def forget_status(self, uuid: str) -> None:
         self.redis.delete(self.keys.status(uuid))
-
-    @_converting
-    def owner(self, uuid: str) -> str | None:
-        value: str | None = self.redis.get(self.keys.owner(uuid))
-        return value or None
-
-    @_converting
-    def claim(self, uuid: str, node: str, expected: str | None, capacity: int = 0) -> ClaimResult:
-        """Compare-and-set the owner of ``uuid`` from ``expected`` to ``node``.
-
-        A node already holding ``capacity`` contexts cannot claim another (``full``).
-        """
-        outcome, owner = self._claim(
-            keys=[
-                self.keys.owner(uuid),
-                self.keys.owned(node),
-                self.keys.owned(expected or node),
-                self.keys.parked(node),
-                self.keys.parked(expected or node),
-            ],
-            args=[uuid, node, expected or "", capacity],
-        )
-        return ClaimResult(outcome=str(outcome), owner=str(owner))
-
-    @_converting
-    def disown(self, uuid: str, node: str) -> bool:
-        """Give up ownership of ``uuid`` if ``node`` holds it."""
-        return bool(
-            self._disown(
-                keys=[self.keys.owner(uuid), self.keys.owned(node), self.keys.parked(node)],
-                args=[uuid, node],
-            )
-        )
-
-    @_converting
-    def park(self, uuid: str, node: str) -> bool:
-        """Park ``uuid`` on its owner ``node``: still owned, no longer counted against the
-        node's capacity (a permanent error). Returns False when ``node`` does not own it."""
-        return bool(
-            self._park(
-                keys=[self.keys.owner(uuid), self.keys.owned(node), self.keys.parked(node)],
-                args=[uuid, node],
-            )
-        )
-
-    @_converting
-    def parked_generation(self, uuid: str, node: str) -> int | None:
-        """The generation whose permanent error parked ``uuid`` on ``node``; ``None`` when it
-        is not parked there."""
-        with self.redis.pipeline(transaction=False) as pipe:
-            pipe.sismember(self.keys.parked(node), uuid)
-            pipe.hget(self.keys.status(uuid), "error_generation")
-            parked, generation = pipe.execute()
-        if not parked:
-            return None
-        return int(generation) if generation else -1
-
-    @_converting
-    def parked_by(self, node: str) -> set[str]:
-        return set(self.redis.smembers(self.keys.parked(node)))
-
-    @_converting
-    def owned_by(self, node: str) -> set[str]:
-        return set(self.redis.smembers(self.keys.owned(node)))
-
-    @_converting
-    def count_owned(self, node: str) -> int:
-        return int(self.redis.scard(self.keys.owned(node)))
 
     @_converting
     def finalize_absent(self, uuid: str, node: str, generation: int, ttl_s: int) -> bool:

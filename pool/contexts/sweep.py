@@ -65,7 +65,7 @@ class Sweeper:
         me = self.node.name
         containers = self.engine.list_containers(owner=me)
         labelled = {ref.uuid for ref in containers if ref.uuid}
-        owned = self.store.owned_by(me)
+        owned = self.store.ownership.owned_by(me)
         for uuid in sorted(labelled | owned):
             report.checked += 1
             try:

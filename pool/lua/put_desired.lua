@@ -20,7 +20,9 @@ if ARGV[2] == 'present' then
 end
 if cur[1] == ARGV[2] and (ARGV[2] == 'absent' or cur[2] == ARGV[4]) then
   if ARGV[2] == 'present' then
-    redis.call('HSET', KEYS[1], 'spec', ARGV[3])
+    -- the tag is not part of the spec hash (placement does not change the container): keep
+    -- the field in step, sweeps and removals route by it
+    redis.call('HSET', KEYS[1], 'spec', ARGV[3], 'tag', ARGV[5])
   end
   if explicit then
     -- an ordered writer moved on without a change: remember it so older writes stay stale

@@ -28,7 +28,7 @@ class CapacityGateStep(PeriodicStep):
         assert identity is not None
         if consumer.task_consumer is None:
             return  # not connected yet: the next tick gates
-        running = rt.store.count_owned(identity.name)
+        running = rt.store.ownership.count_owned(identity.name)
         queues = [tag_queue(t) for t in sorted(identity.tags)]
         if running >= identity.capacity and not rt.gated:
             for queue in queues:

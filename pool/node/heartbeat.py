@@ -44,7 +44,7 @@ class HeartbeatStep(PeriodicStep):
             queues=sorted(consumer.app.amqp.queues.consume_from),
             stats=NodeStats(
                 load_avg=os.getloadavg(),
-                running_contexts=rt.store.count_owned(identity.name),
+                running_contexts=rt.store.ownership.count_owned(identity.name),
                 capacity=identity.capacity,
                 gated=rt.gated,
             ),

@@ -51,7 +51,7 @@ def test_the_bridge_names_a_preferred_node_and_never_claims(
     store.members.heartbeat(node("n1", ["ci"]), ttl_s=30)
     store.members.heartbeat(node("full", ["ci"], running=3, capacity=3), ttl_s=30)
     store.members.heartbeat(node("owner", ["ci"]), ttl_s=30)
-    assert store.claim("u-owned", "owner", None, 10).ok  # placed by a node before
+    assert store.ownership.claim("u-owned", "owner", None, 10).ok  # placed by a node before
     sink.write(
         [
             (spec("u-free"), "n1"),  # DRP names a live node of the tag with room
@@ -70,8 +70,8 @@ def test_the_bridge_names_a_preferred_node_and_never_claims(
         "u-owned": "node-owner",
     }
     for uuid in ("u-free", "u-full", "u-gone", "u-none"):
-        assert store.owner(uuid) is None  # nobody claimed: the node that takes it will
-    assert store.owner("u-owned") == "owner"
+        assert store.ownership.owner(uuid) is None  # nobody claimed: the node that takes it will
+    assert store.ownership.owner("u-owned") == "owner"
     desired = store.get_desired("u-free")
     assert desired is not None
     assert desired.preferred == "n1"  # the hint, kept beside the spec
@@ -118,12 +118,12 @@ def test_contexts_of_a_stalled_node_go_back_to_their_tag(
     store.members.heartbeat(node("dying", ["ci", "audit"]), ttl_s=0.2)
     store.members.heartbeat(node("alive", ["ci"]), ttl_s=30)
     for uuid, owner in (("u1", "dying"), ("u2", "alive"), ("u3", "dying")):
-        assert store.claim(uuid, owner, None, 10).ok
+        assert store.ownership.claim(uuid, owner, None, 10).ok
     sent.clear()
     time.sleep(0.4)  # the heartbeat of "dying" expires
     assert sink.renudge_stalled() == 1  # u1 (u2's owner is alive, u3 is no longer wanted)
     assert sent == [("u1", "tag-audit")]
-    assert store.owner("u1") == "dying"  # the node of the tag that takes it claims it
+    assert store.ownership.owner("u1") == "dying"  # the node of the tag that takes it claims it
     u3 = store.get_desired("u3")
     assert u3 is not None
     assert u3.desired is Desired.ABSENT

@@ -119,7 +119,7 @@ def test_contexts_land_on_their_tag_and_capacity_backlog_waits_in_broker(
     for u in audit:
         api.apply(_spec(ctx_name, u, test_image, "audit"))
 
-    wait_for(lambda: store.count_owned("node-ci") == 3, 60, what="ci node full")
+    wait_for(lambda: store.ownership.count_owned("node-ci") == 3, 60, what="ci node full")
     wait_for(
         lambda: all(store.status(u).state is RunState.RUNNING for u in audit), 60, what="audit"
     )
@@ -134,30 +134,30 @@ def test_contexts_land_on_their_tag_and_capacity_backlog_waits_in_broker(
     wait_for(lambda: support.queue_depth(tag_queue("ci")) >= 2, 10, what="backlog in tag-ci")
     time.sleep(7)  # two sweep periods
     assert 2 <= support.queue_depth(tag_queue("ci")) <= 4
-    waiting = [u for u in ci if store.owner(u) is None]
+    waiting = [u for u in ci if store.ownership.owner(u) is None]
     assert len(waiting) == 2
     for u in audit:
-        assert store.owner(u) == "node-audit"
+        assert store.ownership.owner(u) == "node-audit"
     for u in ci:
-        assert store.owner(u) in ("node-ci", None)
+        assert store.ownership.owner(u) in ("node-ci", None)
     found = _containers_by_uuid(docker_engine, ctx_name)
     assert {c[0]["Config"]["Labels"]["ctxpool.owner"] for u, c in found.items() if u in ci} == {
         "node-ci"
     }
 
     # freeing two slots drains the backlog onto the ci node
-    running = [u for u in ci if store.owner(u) == "node-ci"]
+    running = [u for u in ci if store.ownership.owner(u) == "node-ci"]
     for u in running[:2]:
         api.remove(u)
     wait_for(
         lambda: (
-            all(store.owner(u) == "node-ci" for u in waiting)
+            all(store.ownership.owner(u) == "node-ci" for u in waiting)
             and all(store.status(u).state is RunState.RUNNING for u in waiting)
         ),
         60,
         what="backlog drained",
     )
-    assert store.count_owned("node-ci") == 3
+    assert store.ownership.count_owned("node-ci") == 3
 
 
 @pytest.mark.parametrize("recovery", ["restart", "takeover"])
@@ -198,10 +198,10 @@ def test_kill9_during_creates_leaves_exactly_one_correct_container(
     for u in uuids:
         assert len(found[u]) == 1
         assert found[u][0]["Config"]["Labels"]["ctxpool.owner"] == survivor
-        assert store.owner(u) == survivor
-    assert store.count_owned(survivor) == len(uuids)
+        assert store.ownership.owner(u) == survivor
+    assert store.ownership.count_owned(survivor) == len(uuids)
     if recovery == "takeover":
-        assert store.count_owned("node-k1") == 0
+        assert store.ownership.count_owned("node-k1") == 0
 
 
 def test_nudge_for_a_live_owner_is_forwarded(
@@ -216,11 +216,11 @@ def test_nudge_for_a_live_owner_is_forwarded(
     start_worker("node-f1", ["tag-ci"], CTXPOOL_SWEEP_S="3600")
     u = str(uuidlib.uuid4())
     api.apply(_spec(ctx_name, u, test_image, "ci"))
-    wait_for(lambda: store.owner(u) == "node-f1", 30, what="claimed")
+    wait_for(lambda: store.ownership.owner(u) == "node-f1", 30, what="claimed")
     f2 = start_worker("node-f2", ["tag-ci", "tag-other"], CTXPOOL_SWEEP_S="3600")
     # a new spec whose nudge reaches the wrong node: it is forwarded to node-f1
     store.put_desired(u, Desired.PRESENT, _spec(ctx_name, u, test_image, "ci", version="2"))
     api.publish(Nudge(uuid=u), node_queue("node-f2"))
     wait_for(_converged(docker_engine, store, ctx_name, {u: "2"}), 30, what="forwarded update")
-    assert store.owner(u) == "node-f1"
+    assert store.ownership.owner(u) == "node-f1"
     assert "'forwarded'" in f2.log()  # node-f2 forwarded it (the task's logged outcome)

@@ -134,8 +134,8 @@ def test_lifecycle_apply_update_remove_is_idempotent(
     assert support.container_state(docker_engine, f"drp-{ctx_name}-") == {}
     again_gone = api.remove(uuid)
     assert (again_gone.generation, again_gone.changed) == (gone.generation, False)
-    assert store.owner(uuid) is None
-    assert store.count_owned("node-l1") == 0
+    assert store.ownership.owner(uuid) is None
+    assert store.ownership.count_owned("node-l1") == 0
 
 
 def test_pickled_message_is_rejected_and_node_keeps_working(
@@ -216,8 +216,8 @@ def test_policy_error_is_parked_without_capacity_until_the_spec_changes(
         )
         assert "capabilities not allowed: SYS_ADMIN" in (status.last_error or "")
         assert status.error_generation == first.generation
-        assert store.owner(bad) == "node-p1"  # still its owner: nudges reach it
-        assert store.count_owned("node-p1") == 0  # ... but it holds no capacity
+        assert store.ownership.owner(bad) == "node-p1"  # still its owner: nudges reach it
+        assert store.ownership.count_owned("node-p1") == 0  # ... but it holds no capacity
         wait_for(lambda: drp_calls("POST", error_path_of(bad)), 30, what="error in DRP")
         assert "SYS_ADMIN" in drp_calls("POST", error_path_of(bad))[0]
 
@@ -233,8 +233,8 @@ def test_policy_error_is_parked_without_capacity_until_the_spec_changes(
 
         # a spec change is tried again (and counts against capacity once it runs)
         api.remove(good)
-        wait_for(lambda: store.count_owned("node-p1") == 0, what="slot freed")
+        wait_for(lambda: store.ownership.count_owned("node-p1") == 0, what="slot freed")
         fixed = api.apply(spec.model_copy(update={"cap_add": ["CHOWN"]}))
         wait_for(_running(store, bad, fixed.generation), what="fixed spec running")
-        assert store.count_owned("node-p1") == 1
+        assert store.ownership.count_owned("node-p1") == 1
         wait_for(lambda: drp_calls("DELETE", error_path_of(bad)), 30, what="error cleared")

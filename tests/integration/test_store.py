@@ -65,21 +65,21 @@ def test_absent_keeps_tag_for_routing(st: StateStore) -> None:
 
 
 def test_claim_is_compare_and_set_with_capacity(st: StateStore) -> None:
-    assert st.claim("a", "n1", None, capacity=2).ok
-    assert st.claim("a", "n2", None, capacity=2).outcome == "lost"
-    assert st.claim("a", "n2", None, capacity=2).owner == "n1"
-    assert st.claim("b", "n1", None, capacity=2).ok
-    assert st.claim("c", "n1", None, capacity=2).outcome == "full"
-    assert st.count_owned("n1") == 2
+    assert st.ownership.claim("a", "n1", None, capacity=2).ok
+    assert st.ownership.claim("a", "n2", None, capacity=2).outcome == "lost"
+    assert st.ownership.claim("a", "n2", None, capacity=2).owner == "n1"
+    assert st.ownership.claim("b", "n1", None, capacity=2).ok
+    assert st.ownership.claim("c", "n1", None, capacity=2).outcome == "full"
+    assert st.ownership.count_owned("n1") == 2
     # takeover from n1 moves the owned-set entry
-    assert st.claim("a", "n2", "n1", capacity=2).ok
-    assert st.owned_by("n1") == {"b"}
-    assert st.owned_by("n2") == {"a"}
+    assert st.ownership.claim("a", "n2", "n1", capacity=2).ok
+    assert st.ownership.owned_by("n1") == {"b"}
+    assert st.ownership.owned_by("n2") == {"a"}
     # re-claiming what one owns is fine even when full
-    assert st.claim("b", "n1", "n1", capacity=1).ok
-    assert st.disown("a", "n1") is False
-    assert st.disown("a", "n2") is True
-    assert st.owner("a") is None
+    assert st.ownership.claim("b", "n1", "n1", capacity=1).ok
+    assert st.ownership.disown("a", "n1") is False
+    assert st.ownership.disown("a", "n2") is True
+    assert st.ownership.owner("a") is None
 
 
 def test_lock_dirty_protocol(st: StateStore) -> None:
@@ -106,12 +106,12 @@ def test_lock_steal_is_cas(st: StateStore) -> None:
 
 def test_finalize_absent_requires_current_generation(st: StateStore) -> None:
     st.put_desired("m1", Desired.PRESENT, spec())
-    st.claim("m1", "n1", None)
+    st.ownership.claim("m1", "n1", None)
     gen, _ = st.put_desired("m1", Desired.ABSENT)
     assert not st.finalize_absent("m1", "n1", gen - 1, 60)
     assert st.finalize_absent("m1", "n1", gen, 60)
-    assert st.owner("m1") is None
-    assert st.count_owned("n1") == 0
+    assert st.ownership.owner("m1") is None
+    assert st.ownership.count_owned("n1") == 0
     assert 0 < st.redis.ttl(st.keys.ctx("m1")) <= 60
     # re-applying revives the record and drops the tombstone TTL
     st.put_desired("m1", Desired.PRESENT, spec())
@@ -166,3 +166,9 @@ def test_resync_marker_needs_the_epoch_it_began_in(st: StateStore) -> None:
     assert late_epoch != old
     assert not st.resync_completed(old)  # the old resync proves nothing now
     assert st.last_resync() is None
+
+
+def test_a_tag_only_change_updates_the_routing_tag(st: StateStore) -> None:
+    gen, _ = st.put_desired("m1", Desired.PRESENT, spec(tag="ci"))
+    assert st.put_desired("m1", Desired.PRESENT, spec(tag="audit")) == (gen, False)
+    assert st.status("m1").tag == "audit"  # sweeps and removals route by it

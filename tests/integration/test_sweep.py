@@ -44,8 +44,8 @@ def test_pool_sweep_renudges_unowned_and_dead_owned(st: StateStore) -> None:
         )
     for uuid in ("a", "b", "c"):
         _age(st, uuid, 60)
-    st.claim("b", "dead-node", None)
-    st.claim("c", "live-node", None)
+    st.ownership.claim("b", "dead-node", None)
+    st.ownership.claim("c", "live-node", None)
     st.members.heartbeat(Membership(node="live-node", worker_id="w", incarnation="i"), 30)
     sent: list[tuple[str, str]] = []
     assert _sweeper(st, sent, depth=None).sweep_pool() == 2

@@ -42,3 +42,8 @@ def test_spread_fills_the_least_loaded_node_within_capacity() -> None:
     assert placement.spread({"a": (5, 10), "b": (0, 2)}, 4) == ["b", "a", "b", "a"]
     assert placement.spread({"a": (1, 1)}, 2) == [None, None]  # all full: the tag queue decides
     assert placement.spread({}, 1) == [None]
+
+
+def test_a_preferred_node_without_a_record_is_waited_for_one_membership_ttl() -> None:
+    assert placement.may_still_register(age_s=1.0, membership_ttl_s=30.0)
+    assert not placement.may_still_register(age_s=31.0, membership_ttl_s=30.0)
