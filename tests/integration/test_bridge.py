@@ -99,6 +99,13 @@ def test_drops_and_a_store_flush_converge_without_duplicates(
     sim.put_context(ctx_name, engine="docker-context", image=test_image)
     resync_s = 6.0
     run_bridge(resync_s=resync_s)
+    # events flow (and some are dropped) only once the bridge registered on the websocket
+    wait_for(
+        lambda: any(s.wants("machines", "create", "*") for s in list(sim.subscribers)),
+        30,
+        0.05,
+        what="the bridge registered for machine events",
+    )
     machines = [sim.create_machine(f"m{i}", ctx_name, {TAG: "ci"}) for i in range(12)]
     for m in machines[:4]:
         sim.delete_machine(m["Uuid"])
