@@ -10,6 +10,7 @@ the loop; ``/metrics`` shows restarts and the age of each loop's last success.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -97,19 +98,9 @@ class Health:
                 state.stopped = True
 
     def loops(self) -> list[LoopState]:
+        """A snapshot of every loop (copies: safe to read without the lock)."""
         with self._lock:
-            return [
-                LoopState(
-                    s.name,
-                    s.stale_after_s,
-                    s.started_at,
-                    s.last_ok,
-                    s.last_error,
-                    s.restarts,
-                    s.stopped,
-                )
-                for s in self._loops.values()
-            ]
+            return [dataclasses.replace(s) for s in self._loops.values()]
 
     def problems(self) -> list[str]:
         """Every unhealthy loop, one line each (empty when healthy)."""

@@ -29,24 +29,20 @@ class CapacityGateStep(PeriodicStep):
         if consumer.task_consumer is None:
             return  # not connected yet: the next tick gates
         running = rt.store.ownership.count_owned(identity.name)
-        queues = [tag_queue(t) for t in sorted(identity.tags)]
-        if running >= identity.capacity and not rt.gated:
-            for queue in queues:
+        full = running >= identity.capacity
+        if full == rt.gated:
+            return
+        for queue in (tag_queue(t) for t in sorted(identity.tags)):
+            if full:
                 consumer.cancel_task_queue(queue)
-            rt.gated = True
-            log.info(
-                "node %s at capacity (%d/%d): stopped taking new contexts",
-                identity.name,
-                running,
-                identity.capacity,
-            )
-        elif running < identity.capacity and rt.gated:
-            for queue in queues:
+            else:
                 consumer.add_task_queue(queue)
-            rt.gated = False
-            log.info(
-                "node %s below capacity (%d/%d): taking new contexts again",
-                identity.name,
-                running,
-                identity.capacity,
-            )
+        rt.gated = full
+        log.info(
+            "node %s %s capacity (%d/%d): %s new contexts",
+            identity.name,
+            "at" if full else "below",
+            running,
+            identity.capacity,
+            "stopped taking" if full else "taking",
+        )
