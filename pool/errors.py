@@ -40,8 +40,22 @@ class CapabilityNotAllowedError(PolicyViolationError):
     """A capability outside ``CTXPOOL_CAP_ALLOWLIST`` is requested."""
 
 
+class MountNotAllowedError(PolicyViolationError):
+    """``context/volumes`` asks for a mount outside ``CTXPOOL_ALLOWED_MOUNTS``."""
+
+
+class PortNotAllowedError(PolicyViolationError):
+    """``context/publish-ports`` asks for a host port outside ``CTXPOOL_ALLOWED_PORTS``."""
+
+
 class ImageUnavailableError(PermanentContextError):
-    """The image is absent on the engine and could not be pulled."""
+    """The image is absent on the engine and could not be loaded or pulled (no archive in
+    DRP's file space, a checksum mismatch, a registry refusal)."""
+
+
+class ArtifactUnavailableError(EngineError):
+    """A file the node needs from DRP (drpcli, an image archive) cannot be fetched now: DRP
+    is unreachable or failing. Transient: the next nudge or sweep tries again."""
 
 
 class LockBusyError(CtxpoolError):

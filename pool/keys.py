@@ -19,6 +19,11 @@ Owners and lifetimes:
     resync-done        string, unix time of the last resync that completed within the current
                        epoch (the bridge writes it; nodes read it: a labelled container without
                        desired state after it belongs to a machine DRP no longer has).
+    admin:<name>       string JSON, a node's drain/quarantine state (pool.node.admin). Written by
+                       `ctxpool drain|quarantine`, deleted by `ctxpool undrain`; a quarantine
+                       with `--for` carries a PX TTL. Survives the node's restarts.
+    images:<name>      hash image name -> JSON record of the archive a node loaded from DRP
+                       (checksum, loaded image id and tags, time). Owned by that node.
     limit:<n>:tat:<k>  string, GCRA theoretical arrival time of bucket <k> of limit <n>; PX TTL
                        = how far it is ahead of now (+1 s).
     limit:<n>:slots:<k> zset holder -> lease expiry; TTL 2 x slot TTL, renewed by holders.
@@ -70,6 +75,12 @@ class Keys:
 
     def parked(self, name: str) -> str:
         return f"{self.prefix}parked:{name}"
+
+    def node_admin(self, name: str) -> str:
+        return f"{self.prefix}admin:{name}"
+
+    def node_images(self, name: str) -> str:
+        return f"{self.prefix}images:{name}"
 
     @property
     def sweep_lease(self) -> str:

@@ -37,6 +37,13 @@ def _split_commas(value: Any) -> Any:
     return value
 
 
+def _default_state_dir() -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "state"
+    )
+    return Path(base) / "ctxpool"
+
+
 def validate_name(value: str, what: str) -> str:
     """Check that a node name or tag is usable in a queue and container name.
 
@@ -126,6 +133,60 @@ class Settings(BaseSettings):
     machine_token_ttl_s: int = Field(
         365 * 86400, ge=60, description="Bridge: TTL of machine tokens given to containers."
     )
+    state_dir: Path = Field(
+        default_factory=_default_state_dir,
+        description="Local state: caches (drpcli, image archives), embedded Redis data.",
+    )
+    agent_inject: bool = Field(
+        True,
+        description="Bind-mount drpcli into contexts and run `drpcli machines processjobs` "
+        "(a context opts out with Meta `ctxpool/agent: image`).",
+    )
+    drpcli: Path | None = Field(
+        None, description="A local drpcli binary (sites that stage it by hand); else fetched."
+    )
+    drpcli_file: str = Field(
+        "drpcli.{arch}.linux",
+        description="Path of drpcli in DRP's file space ({arch}: the engine's, e.g. amd64).",
+    )
+    agent_check_s: float = Field(
+        300.0, gt=0, description="How often a node asks DRP whether drpcli changed (HEAD)."
+    )
+    image_file_paths: CommaList = Field(
+        default_factory=lambda: [
+            "docker-contexts/{image}",
+            "files/docker-contexts/{image}",
+            "contexts/docker-context/{image}",
+        ],
+        description="Where context image archives are looked for in DRP's file space, in order.",
+    )
+    image_refresh_s: float = Field(
+        3600.0,
+        ge=0,
+        description="An archive without Meta.Checksum is fetched again after this long.",
+    )
+    allowed_mounts: CommaList = Field(
+        default_factory=list,
+        description="Host path globs context/volumes may bind-mount, read-only.",
+    )
+    allowed_rw_mounts: CommaList = Field(
+        default_factory=list,
+        description="Host path globs context/volumes may bind-mount read-write.",
+    )
+    allowed_ports: str | None = Field(
+        None, description="Host port range context/publish-ports may use, e.g. 20000-20999."
+    )
+    log_max_size: str = Field("10m", description="Container logs: json-file max-size.")
+    log_max_files: int = Field(3, ge=1, le=100, description="Container logs: json-file max-file.")
+    drp_machine: str | None = Field(
+        None, description="Node: its own DRP machine (name or uuid) to show tags and liveness."
+    )
+    drp_machine_sync_s: float = Field(
+        60.0, gt=0, description="Node: how often its DRP machine's params are re-asserted."
+    )
+    drain_step_timeout_s: float = Field(
+        120.0, gt=0, description="Drain: how long one handed-off context may take to start."
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -146,8 +207,32 @@ class Settings(BaseSettings):
         return tuple(sources)
 
     _split = field_validator(
-        "tags", "allowed_images", "cap_allowlist", "drp_endpoints", mode="before"
+        "tags",
+        "allowed_images",
+        "cap_allowlist",
+        "drp_endpoints",
+        "image_file_paths",
+        "allowed_mounts",
+        "allowed_rw_mounts",
+        mode="before",
     )(_split_commas)
+
+    @field_validator("allowed_ports")
+    @classmethod
+    def _check_ports(cls, value: str | None) -> str | None:
+        if value:
+            port_range(value)
+        return value or None
+
+    @property
+    def port_range(self) -> tuple[int, int] | None:
+        """``allowed_ports`` as (first, last), ``None`` when no host port may be published."""
+        return port_range(self.allowed_ports) if self.allowed_ports else None
+
+    @property
+    def cache_dir(self) -> Path:
+        """Content-addressed caches of this host (drpcli, image archives in flight)."""
+        return self.state_dir / "cache"
 
     @field_validator("tags")
     @classmethod
@@ -189,6 +274,22 @@ class Settings(BaseSettings):
             if data.get(key):
                 data[key] = redact_url(data[key])
         return data
+
+
+def port_range(text: str) -> tuple[int, int]:
+    """Parse ``"20000-20999"`` (or one port, ``"8080"``).
+
+    Raises:
+        ValueError: not a range of ports 1-65535 with first <= last.
+    """
+    first, sep, last = text.strip().partition("-")
+    try:
+        lo, hi = int(first), int(last if sep else first)
+    except ValueError:
+        raise ValueError(f"port range {text!r} must look like 20000-20999") from None
+    if not 1 <= lo <= hi <= 65535:
+        raise ValueError(f"port range {text!r} must be within 1-65535, first <= last")
+    return lo, hi
 
 
 _URL_PASSWORD = re.compile(r"(?P<scheme>[a-z+]+://)(?P<user>[^:@/]*):(?P<pw>[^@/]*)@")

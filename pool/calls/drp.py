@@ -17,11 +17,12 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from pool.calls.http import HttpRequest, HttpResult, backoff_s, perform
+from pool.contexts.models import ContainerInfo
 from pool.drp import paths
 from pool.drp.auth import bearer_header, renews_after
 from pool.drp.config import DrpConfig
 from pool.drp.errors import DrpUnavailableError
-from pool.drp.params import ERROR_PARAM, OWNER_PARAM
+from pool.drp.params import CONTAINER_INFO_PARAM, ERROR_PARAM, OWNER_PARAM
 from pool.drp.sync import TokenSource
 from pool.limits.task import Deferred
 
@@ -129,3 +130,6 @@ class DrpWriteBack:
 
     def error_cleared(self, uuid: str) -> None:
         self.send(delete_param(uuid, ERROR_PARAM))
+
+    def container_started(self, uuid: str, info: ContainerInfo) -> None:
+        self.send(set_param(uuid, CONTAINER_INFO_PARAM, info.to_param()))

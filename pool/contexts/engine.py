@@ -6,18 +6,16 @@ Containers are found by labels, never by name alone: several nodes may share one
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 import docker
 import docker.errors
-import requests
 
+from pool.contexts.dockerapi import EngineConflictError, EngineNotFoundError, engine_call
 from pool.contexts.models import ContextSpec
 from pool.errors import (
     CapabilityNotAllowedError,
@@ -97,54 +95,6 @@ class EnsureResult:
     container_id: str
 
 
-class _NotFoundError(EngineError):
-    """The engine has no such object (404)."""
-
-
-class _ConflictError(EngineError):
-    """The engine refused because of a conflicting state (409: name taken, removal running)."""
-
-
-def convert(exc: Exception, what: str) -> EngineError:
-    """Map a docker-py or transport error to the ctxpool tree: the one conversion point.
-
-    - cannot connect → :class:`EngineUnavailableError`;
-    - timeouts and other transport trouble, 5xx → :class:`EngineError` (transient);
-    - 404 / 409 → internal not-found / conflict errors (callers decide what they mean);
-    - other 4xx (the engine rejects the request as made), and docker-py's own refusals of
-      invalid arguments → :class:`PermanentContextError`: retrying the same spec cannot help.
-    """
-    # APIError is a requests HTTPError too: classify it by its status first
-    if isinstance(exc, docker.errors.APIError):
-        detail = exc.explanation or str(exc)
-        if exc.status_code == 404:
-            return _NotFoundError(f"{what}: {detail}")
-        if exc.status_code == 409:
-            return _ConflictError(f"{what}: {detail}")
-        if exc.is_client_error():
-            return PermanentContextError(f"{what}: {detail}")
-        return EngineError(f"{what}: {detail}")
-    if isinstance(exc, requests.exceptions.ConnectionError):
-        return EngineUnavailableError(f"{what}: Docker engine unreachable: {exc}")
-    if isinstance(exc, requests.exceptions.RequestException):
-        return EngineError(f"{what}: Docker engine did not answer: {exc}")
-    if isinstance(exc, docker.errors.InvalidArgument | docker.errors.InvalidVersion):
-        return PermanentContextError(f"{what}: {exc}")
-    if isinstance(exc, docker.errors.DockerException) and "connect" in str(exc).lower():
-        # docker.from_env() wraps a refused socket in a bare DockerException
-        return EngineUnavailableError(f"{what}: Docker engine unreachable: {exc}")
-    return EngineError(f"{what}: {type(exc).__name__}: {exc}")
-
-
-@contextlib.contextmanager
-def _engine(what: str) -> Iterator[None]:
-    """Every Docker API call runs in here: its errors leave as ``EngineError`` subclasses."""
-    try:
-        yield
-    except (docker.errors.DockerException, requests.exceptions.RequestException) as exc:
-        raise convert(exc, what) from exc
-
-
 class DockerEngine:
     """Context containers on one Docker engine, with the secure defaults of ``Settings``."""
 
@@ -159,7 +109,7 @@ class DockerEngine:
         Raises:
             EngineUnavailableError: the engine cannot be reached.
         """
-        with _engine("connect"):
+        with engine_call("connect"):
             if settings.docker_url:
                 client = docker.DockerClient(
                     base_url=settings.docker_url, timeout=settings.docker_timeout_s
@@ -174,7 +124,7 @@ class DockerEngine:
         Raises:
             EngineUnavailableError: the engine cannot be reached.
         """
-        with _engine("version"):
+        with engine_call("version"):
             return str(self.client.version().get("Version", "unknown"))
 
     # ---- policy -----------------------------------------------------------------------------
@@ -197,17 +147,17 @@ class DockerEngine:
 
     def _ensure_image(self, image: str) -> None:
         try:
-            with _engine(f"inspect image {image}"):
+            with engine_call(f"inspect image {image}"):
                 self.client.images.get(image)
             return
-        except _NotFoundError:
+        except EngineNotFoundError:
             pass
         if not self.settings.pull_missing_images:
             raise ImageUnavailableError(f"image {image!r} is not present and pulling is disabled")
         repo, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "")
         log.info("pulling image %s", image)
         try:
-            with _engine(f"pull {image}"):
+            with engine_call(f"pull {image}"):
                 self.client.images.pull(repo or image, tag=tag or "latest")
         except EngineUnavailableError:
             raise  # the engine itself is gone: transient, not the image's fault
@@ -231,7 +181,7 @@ class DockerEngine:
             labels.append(f"{LABEL_OWNER}={owner}")
         # one list call; docker-py's containers.list() would inspect each one afterwards
         # and fail on a container removed in between
-        with _engine("list containers"):
+        with engine_call("list containers"):
             rows = self.client.api.containers(all=True, filters={"label": labels})
         return [ContainerRef.from_summary(row) for row in rows]
 
@@ -285,7 +235,7 @@ class DockerEngine:
         )
 
     def _start(self, ref: ContainerRef) -> None:
-        with _engine(f"start {ref.name}"):
+        with engine_call(f"start {ref.name}"):
             if ref.status == "paused":
                 self.client.api.unpause(ref.id)
             else:
@@ -320,17 +270,17 @@ class DockerEngine:
         if spec.command:
             kwargs["command"] = list(spec.command)
         try:
-            with _engine(f"create {spec.container_name}"):
+            with engine_call(f"create {spec.container_name}"):
                 container = self.client.containers.create(spec.image, **kwargs)
-        except _NotFoundError as exc:
+        except EngineNotFoundError as exc:
             raise ImageUnavailableError(f"image {spec.image!r} not found: {exc}") from exc
-        except _ConflictError as exc:
+        except EngineConflictError as exc:
             raise _NameTakenError(
                 f"create {spec.container_name}: the name is taken by a container without "
                 "ctxpool labels (or one being created concurrently); remove it"
             ) from exc
         try:
-            with _engine(f"start {spec.container_name}"):
+            with engine_call(f"start {spec.container_name}"):
                 container.start()
         except PermanentContextError:
             # the spec cannot start (bad command, ...): leave nothing half-made behind
@@ -347,12 +297,12 @@ class DockerEngine:
 
     def _remove(self, ref: ContainerRef, why: str) -> None:
         try:
-            with _engine(f"remove {ref.name}"):
+            with engine_call(f"remove {ref.name}"):
                 self.client.api.remove_container(ref.id, force=True, v=True)
             log.info("context %s: removed container %s (%s)", ref.uuid, ref.name, why)
-        except _NotFoundError:
+        except EngineNotFoundError:
             pass  # gone already
-        except _ConflictError:
+        except EngineConflictError:
             log.info("context %s: removal of %s already in progress", ref.uuid, ref.name)
 
     def remove(self, uuid: str, owner: str) -> int:

@@ -59,6 +59,23 @@ class ContextSpec(BaseModel):
     command: list[str] | None = None
     resources: Resources = Field(default_factory=Resources)
     cap_add: list[str] = Field(default_factory=list)
+    volumes: list[str] = Field(
+        default_factory=list,
+        description="context/volumes: `--mount` specs; the node checks them against its "
+        "allowlist (a refusal is a permanent error on the context).",
+    )
+    publish_ports: list[str] = Field(
+        default_factory=list, description="context/publish-ports: `-p` specs, node-checked."
+    )
+    agent: bool = Field(
+        True,
+        description="Inject drpcli and run `drpcli machines processjobs` (False: the image "
+        "brings its own agent).",
+    )
+    image_pull: str | None = Field(None, description="Context Meta.Imagepull: archive URL.")
+    image_checksum: str | None = Field(
+        None, description="Context Meta.Checksum: sha256 (hex) of the image archive."
+    )
 
     _uuid = field_validator("uuid")(check_uuid)
 
@@ -86,6 +103,13 @@ class ContextSpec(BaseModel):
     @classmethod
     def _norm_caps(cls, value: list[str]) -> list[str]:
         return sorted({cap.upper().removeprefix("CAP_") for cap in value})
+
+    @field_validator("image_checksum")
+    @classmethod
+    def _norm_checksum(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        return value.strip().lower().removeprefix("sha256:")
 
     @property
     def container_name(self) -> str:
@@ -119,6 +143,24 @@ class ContextSpec(BaseModel):
         data = self.model_dump(mode="json")
         data["token"] = self.token.get_secret_value()
         return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+class ContainerInfo(BaseModel):
+    """``context/container-info``: what runs a context, written back to DRP on create and
+    replace (JSON keys in DRP's style)."""
+
+    model_config = ConfigDict(frozen=True, populate_by_name=True)
+
+    node: str = Field(alias="Node")
+    container_id: str = Field(alias="ContainerId")
+    container_name: str = Field(alias="ContainerName")
+    image: str = Field(alias="Image")
+    image_id: str = Field(alias="ImageId")
+    started_at: str = Field(alias="StartedAt", description="RFC 3339, UTC.")
+    agent_sha256: str | None = Field(None, alias="AgentSha256")
+
+    def to_param(self) -> dict[str, str | None]:
+        return self.model_dump(by_alias=True)
 
 
 class Desired(StrEnum):

@@ -21,7 +21,14 @@ from pool.contexts import placement
 from pool.contexts.engine import DockerEngine
 from pool.contexts.lease import LeaseRenewer
 from pool.contexts.locks import LockHolder
-from pool.contexts.models import Desired, DesiredState, Nudge, Publisher, RunState
+from pool.contexts.models import (
+    ContainerInfo,
+    Desired,
+    DesiredState,
+    Nudge,
+    Publisher,
+    RunState,
+)
 from pool.contexts.store import StateStore
 from pool.errors import EngineError, PermanentContextError
 from pool.queues import node_queue, tag_queue
@@ -51,6 +58,9 @@ class Reporter(Protocol):
     def error_cleared(self, uuid: str) -> None:
         """A recorded error is fixed: the context runs."""
 
+    def container_started(self, uuid: str, info: ContainerInfo) -> None:
+        """A container was created or replaced for the context (``context/container-info``)."""
+
 
 class NullReporter:
     """Reports to no one (no DRP configured, tests)."""
@@ -62,6 +72,9 @@ class NullReporter:
         return None
 
     def error_cleared(self, uuid: str) -> None:
+        return None
+
+    def container_started(self, uuid: str, info: ContainerInfo) -> None:
         return None
 
 

@@ -25,6 +25,23 @@ MEMBERS_PARAMS = ("cluster/machines", "context-broker/machines")
 #: Marks a machine the context broker created for a cluster (value: the cluster's uuid).
 MEMBER_PARAM = "ctxpool/cluster"
 
+#: Host mounts of a machine's context: ``--mount`` specs separated by ``;``.
+VOLUMES_PARAM = "context/volumes"
+#: Published ports of a machine's context: ``-p`` specs (a list, or ``;``/``,``-separated).
+PUBLISH_PORTS_PARAM = "context/publish-ports"
+#: Written by the owning node on create and replace: node, container id, image id, start time.
+CONTAINER_INFO_PARAM = "context/container-info"
+#: Applied by a cluster's broker to the members it creates.
+BROKER_SET_CONTEXT_PARAM = "broker/set-context"
+BROKER_SET_PIPELINE_PARAM = "broker/set-pipeline"
+BROKER_SET_WORKFLOW_PARAM = "broker/set-workflow"
+
+#: Context Meta keys (DRP's Meta is a map of strings).
+IMAGEPULL_META = "Imagepull"
+CHECKSUM_META = "Checksum"
+#: ``image`` (the image brings its own agent) opts a context out of drpcli injection.
+AGENT_META = "ctxpool/agent"
+
 #: The owner value DRP's docker-context plugin uses for "not placed on a node yet".
 UNPLACED = "docker-context"
 DEFAULT_ENGINE = "docker-context"

@@ -7,7 +7,7 @@ import docker.errors
 import pytest
 import requests
 
-from pool.contexts.engine import convert
+from pool.contexts.dockerapi import convert
 from pool.errors import EngineError, EngineUnavailableError, PermanentContextError
 
 
