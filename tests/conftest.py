@@ -45,7 +45,9 @@ def run_id() -> str:
 
 
 @pytest.fixture
-def pool_env(redis_conn: redis.Redis, run_id: str, test_image: str) -> dict[str, str]:
+def pool_env(
+    redis_conn: redis.Redis, run_id: str, test_image: str, tmp_path: Path
+) -> dict[str, str]:
     """Environment of every node in a test: fast heartbeats and sweeps, own key prefix."""
     return {
         "CTXPOOL_BROKER_URL": support.test_broker_url(),
@@ -60,6 +62,9 @@ def pool_env(redis_conn: redis.Redis, run_id: str, test_image: str) -> dict[str,
         "CTXPOOL_PULL_MISSING_IMAGES": "false",
         "CTXPOOL_SEND_EVENTS": "false",
         "CTXPOOL_NODE_METRICS_PORT": "0",
+        "CTXPOOL_STATE_DIR": str(tmp_path / "state"),
+        # the test image sleeps like an agent; tests of drpcli injection turn this on
+        "CTXPOOL_AGENT_INJECT": "false",
     }
 
 
