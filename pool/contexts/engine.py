@@ -6,21 +6,34 @@ Containers are found by labels, never by name alone: several nodes may share one
 
 from __future__ import annotations
 
+import datetime
 import fnmatch
+import hashlib
 import logging
+import os
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 import docker
-import docker.errors
+from docker.types import LogConfig, Mount
 
+from pool.contexts import mounts
+from pool.contexts.artifacts import (
+    AGENT_COMMAND,
+    AGENT_PATH,
+    AGENT_PATH_ENV,
+    Agent,
+    AgentSource,
+    ImageSource,
+    RegistryImages,
+)
 from pool.contexts.dockerapi import EngineConflictError, EngineNotFoundError, engine_call
 from pool.contexts.models import ContextSpec
 from pool.errors import (
+    ArtifactUnavailableError,
     CapabilityNotAllowedError,
     EngineError,
-    EngineUnavailableError,
     ImageNotAllowedError,
     ImageUnavailableError,
     PermanentContextError,
@@ -93,14 +106,54 @@ class ContainerRef:
 class EnsureResult:
     action: EnsureAction
     container_id: str
+    #: For a container created now (``CREATED``/``REPLACED``): what runs, for DRP.
+    image_id: str = ""
+    started_at: str = ""
+    agent_sha256: str | None = None
+
+
+def container_hash(spec: ContextSpec, agent: Agent | None) -> str:
+    """The ``ctxpool.spec-hash`` label: the spec's hash, plus the injected agent's checksum
+    (a new drpcli rolls the containers)."""
+    if agent is None:
+        return spec.spec_hash()
+    blob = f"{spec.spec_hash()}:{agent.sha256}".encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _mount(spec: mounts.MountSpec) -> Mount:
+    return Mount(
+        target=spec.target,
+        source=spec.source or None,
+        type=spec.type,
+        read_only=spec.readonly,
+        tmpfs_size=spec.tmpfs_size,
+        tmpfs_mode=spec.tmpfs_mode,
+    )
+
+
+def _ports(specs: list[mounts.PortSpec]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for p in specs:
+        key = f"{p.container_port}/{p.proto}"
+        out[key] = (p.host_ip, p.host_port) if p.host_ip else p.host_port
+    return out
 
 
 class DockerEngine:
     """Context containers on one Docker engine, with the secure defaults of ``Settings``."""
 
-    def __init__(self, client: docker.DockerClient, settings: Settings) -> None:
+    def __init__(
+        self,
+        client: docker.DockerClient,
+        settings: Settings,
+        images: ImageSource | None = None,
+        agent: AgentSource | None = None,
+    ) -> None:
         self.client = client
         self.settings = settings
+        self.images: ImageSource = images or RegistryImages(client, settings)
+        self.agent = agent
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DockerEngine:
@@ -144,27 +197,28 @@ class DockerEngine:
         extra = sorted(set(spec.cap_add) - set(self.settings.cap_allowlist))
         if extra:
             raise CapabilityNotAllowedError(f"capabilities not allowed: {', '.join(extra)}")
+        mounts.allowed_mounts(spec.volumes, self.settings, self._engine_socket())
+        mounts.allowed_ports(spec.publish_ports, self.settings)
 
-    def _ensure_image(self, image: str) -> None:
-        try:
-            with engine_call(f"inspect image {image}"):
-                self.client.images.get(image)
-            return
-        except EngineNotFoundError:
-            pass
-        if not self.settings.pull_missing_images:
-            raise ImageUnavailableError(f"image {image!r} is not present and pulling is disabled")
-        repo, _, tag = image.rpartition(":") if ":" in image.split("/")[-1] else (image, "", "")
-        log.info("pulling image %s", image)
-        try:
-            with engine_call(f"pull {image}"):
-                self.client.images.pull(repo or image, tag=tag or "latest")
-        except EngineUnavailableError:
-            raise  # the engine itself is gone: transient, not the image's fault
-        except EngineError as exc:
-            raise ImageUnavailableError(
-                f"image {image!r} is absent and could not be pulled: {exc}"
-            ) from exc
+    def _engine_socket(self) -> str | None:
+        url = self.settings.docker_url or os.environ.get("DOCKER_HOST", "")
+        return url.removeprefix("unix://") if url.startswith("unix://") else None
+
+    def injected_agent(self, spec: ContextSpec) -> Agent | None:
+        """The drpcli to inject into ``spec``'s container, ``None`` when the image brings its
+        own agent (per context, or ``CTXPOOL_AGENT_INJECT=false``).
+
+        Raises:
+            ArtifactUnavailableError: injection is on but drpcli cannot be had now.
+        """
+        if not (spec.agent and self.settings.agent_inject):
+            return None
+        if self.agent is None:
+            raise ArtifactUnavailableError(
+                "agent injection is on but this node has no drpcli source: set CTXPOOL_DRP_URL "
+                "or CTXPOOL_DRPCLI (or CTXPOOL_AGENT_INJECT=false)"
+            )
+        return self.agent.current()
 
     # ---- queries ----------------------------------------------------------------------------
 
@@ -204,11 +258,11 @@ class DockerEngine:
             EngineError: the engine failed (transient).
         """
         self.check_policy(spec)
-        want_hash = spec.spec_hash()
+        agent = self.injected_agent(spec)
+        want_hash = container_hash(spec, agent)
         if fresh:
             try:
-                cid = self._create(spec, generation, owner, want_hash)
-                return EnsureResult(EnsureAction.CREATED, cid)
+                return self._create(spec, generation, owner, want_hash, agent, replaced=False)
             except _NameTakenError:
                 log.info(
                     "context %s: %s exists already, reconciling it", spec.uuid, spec.container_name
@@ -229,10 +283,7 @@ class DockerEngine:
         replaced = named is not None
         if named is not None:
             self._remove(named, "spec or owner changed")
-        container_id = self._create(spec, generation, owner, want_hash)
-        return EnsureResult(
-            EnsureAction.REPLACED if replaced else EnsureAction.CREATED, container_id
-        )
+        return self._create(spec, generation, owner, want_hash, agent, replaced)
 
     def _start(self, ref: ContainerRef) -> None:
         with engine_call(f"start {ref.name}"):
@@ -241,8 +292,16 @@ class DockerEngine:
             else:
                 self.client.api.start(ref.id)
 
-    def _create(self, spec: ContextSpec, generation: int, owner: str, spec_hash: str) -> str:
-        self._ensure_image(spec.image)
+    def _create(
+        self,
+        spec: ContextSpec,
+        generation: int,
+        owner: str,
+        spec_hash: str,
+        agent: Agent | None,
+        replaced: bool,
+    ) -> EnsureResult:
+        image = self.images.resolve(spec)
         res = spec.resources
         s = self.settings
         labels = {
@@ -266,12 +325,28 @@ class DockerEngine:
             "pids_limit": res.pids or s.default_pids,
             "restart_policy": {"Name": "unless-stopped"},
             "init": True,
+            "log_config": LogConfig(
+                type="json-file",
+                config={"max-size": s.log_max_size, "max-file": str(s.log_max_files)},
+            ),
         }
-        if spec.command:
+        binds = [_mount(m) for m in mounts.allowed_mounts(spec.volumes, s, self._engine_socket())]
+        if agent is not None:
+            # DRP's docker-context engine: drpcli bind-mounted into a standard image
+            binds.append(Mount(target=AGENT_PATH, source=agent.path, type="bind", read_only=True))
+            kwargs["entrypoint"] = [AGENT_PATH]
+            kwargs["command"] = list(AGENT_COMMAND)
+            kwargs["environment"] = {"PATH": AGENT_PATH_ENV, **kwargs["environment"]}
+        elif spec.command:
             kwargs["command"] = list(spec.command)
+        if binds:
+            kwargs["mounts"] = binds
+        ports = mounts.allowed_ports(spec.publish_ports, s)
+        if ports:
+            kwargs["ports"] = _ports(ports)
         try:
             with engine_call(f"create {spec.container_name}"):
-                container = self.client.containers.create(spec.image, **kwargs)
+                container = self.client.containers.create(image.ref, **kwargs)
         except EngineNotFoundError as exc:
             raise ImageUnavailableError(f"image {spec.image!r} not found: {exc}") from exc
         except EngineConflictError as exc:
@@ -286,6 +361,7 @@ class DockerEngine:
             # the spec cannot start (bad command, ...): leave nothing half-made behind
             self._remove(ContainerRef.from_container(container), "failed to start")
             raise
+        started_at = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
         log.info(
             "context %s: started container %s (%s) generation %d",
             spec.uuid,
@@ -293,7 +369,13 @@ class DockerEngine:
             container.short_id,
             generation,
         )
-        return str(container.id)
+        return EnsureResult(
+            EnsureAction.REPLACED if replaced else EnsureAction.CREATED,
+            str(container.id),
+            image_id=image.image_id,
+            started_at=started_at,
+            agent_sha256=agent.sha256 if agent else None,
+        )
 
     def _remove(self, ref: ContainerRef, why: str) -> None:
         try:

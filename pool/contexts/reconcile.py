@@ -18,7 +18,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from pool.contexts import placement
-from pool.contexts.engine import DockerEngine
+from pool.contexts.engine import DockerEngine, EnsureAction
 from pool.contexts.lease import LeaseRenewer
 from pool.contexts.locks import LockHolder
 from pool.contexts.models import (
@@ -371,6 +371,17 @@ class Reconciler:
         )
         if previous:
             self._tell(uuid, "error cleared", lambda: self.report.error_cleared(uuid))
+        if result.action in (EnsureAction.CREATED, EnsureAction.REPLACED):
+            info = ContainerInfo(
+                node=me,
+                container_id=result.container_id,
+                container_name=desired.spec.container_name,
+                image=desired.spec.image,
+                image_id=result.image_id,
+                started_at=result.started_at,
+                agent_sha256=result.agent_sha256,
+            )
+            self._tell(uuid, "container info", lambda: self.report.container_started(uuid, info))
         log.info("context %s: %s (generation %d)", uuid, result.action.value, desired.generation)
         return Outcome.CONVERGED
 
