@@ -15,6 +15,7 @@ from pool.contexts.reconcile import NodeIdentity, Reconciler
 from pool.contexts.sweep import Sweeper
 from pool.errors import ConfigError
 from pool.health import Health
+from pool.node.enginestate import EngineState
 from pool.queues import DRP_TASK
 from pool.runtime import AppLike, Runtime
 
@@ -31,6 +32,8 @@ class NodeRuntime(Runtime):
         self.gated = False
         self.docker_version = ""
         self.health = Health("node")
+        #: The engine watch's view of the engine (main process).
+        self.engine_state = EngineState()
         self._engine: DockerEngine | None = None
         self._reconciler: Reconciler | None = None
 
