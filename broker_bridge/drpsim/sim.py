@@ -7,8 +7,9 @@ import asyncio
 import contextlib
 import copy
 import threading
+import time
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -45,6 +46,7 @@ class DrpSim(SimState):
         seed: seed of the event-dropping randomness.
         host: address to listen on (default loopback; ``"0.0.0.0"`` or the Docker bridge
             gateway so that containers reach it, see :meth:`url_for`).
+        clock: monotonic seconds, for machine token expiry.
     """
 
     def __init__(
@@ -54,9 +56,10 @@ class DrpSim(SimState):
         drop_share: float = 0.0,
         seed: int | None = None,
         host: str = LOOPBACK,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(drop_share=drop_share, seed=seed)
-        self.tokens = TokenBook(token, DEFAULT_USERS if users is None else users)
+        self.tokens = TokenBook(token, DEFAULT_USERS if users is None else users, clock)
         self.host = host
         self.requests = 0
         #: Every request as it arrived: (method, path with query, Authorization header).
