@@ -9,6 +9,8 @@ free node of the tag claims (pull-based placement, DESIGN.md inv. 4).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Set
+
 from pool.membership import Membership
 from pool.queues import node_queue, tag_queue
 
@@ -52,6 +54,16 @@ def may_still_register(age_s: float, membership_ttl_s: float) -> bool:
     data, before that node's next heartbeat (it runs the container: another node must not
     create a second one). Older, the node is gone, and any node of the tag may claim."""
     return age_s < membership_ttl_s
+
+
+def drp_candidates(nodes: NodeLoads, tag: str, registered: Mapping[str, Set[str]]) -> NodeLoads:
+    """The live nodes (``nodes``, from the store) that may be offered a new context of ``tag``.
+
+    A node registered in DRP (some machine's member name is the node's name; ``registered``
+    maps it to the tags its machine carries) is a candidate only when it carries ``tag``
+    there too. A node not registered in DRP at all stays a candidate (Redis alone decides).
+    """
+    return {n: load for n, load in nodes.items() if n not in registered or tag in registered[n]}
 
 
 def spread(nodes: NodeLoads, count: int) -> list[str | None]:

@@ -7,6 +7,8 @@ Bootsteps and public signals only; no worker internals are read or patched:
 - :class:`~pool.node.gating.CapacityGateStep`: stop/resume the tag queues at capacity;
 - :class:`~pool.node.sweeps.SweepScheduleStep`: queue the node's sweep every ``sweep_s``;
 - :class:`~pool.node.gates.LimitGateStep`: one admission gate per configured limit;
+- :class:`~pool.node.drpmachine.DrpMachineStep`: the node's tags and member name on its DRP
+  machine (``CTXPOOL_DRP_MACHINE``), cleared at shutdown;
 - :class:`~pool.node.health.NodeHealthStep`: start-up checks, ``/healthz`` and ``/metrics``;
 - :class:`~pool.node.engine_watch.EngineWatchStep`: engine outages logged once, counted, and
   followed by a sweep when the engine is back.
@@ -19,6 +21,7 @@ from typing import Any
 from celery import signals
 
 from pool.appconfig import CtxpoolCelery
+from pool.node.drpmachine import DrpMachineStep
 from pool.node.engine_watch import EngineWatchStep
 from pool.node.gates import LimitGateStep
 from pool.node.gating import CapacityGateStep
@@ -35,6 +38,7 @@ CONSUMER_STEPS = (
     SweepScheduleStep,
     LimitGateStep,
     EngineWatchStep,
+    DrpMachineStep,
 )
 
 
