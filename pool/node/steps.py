@@ -6,6 +6,7 @@ Bootsteps and public signals only; no worker internals are read or patched:
 - :class:`~pool.node.heartbeat.HeartbeatStep`: membership heartbeat;
 - :class:`~pool.node.gating.CapacityGateStep`: stop/resume the tag queues at capacity;
 - :class:`~pool.node.sweeps.SweepScheduleStep`: queue the node's sweep every ``sweep_s``;
+- :class:`~pool.node.drain.DrainStep`: hand contexts to other nodes while drained;
 - :class:`~pool.node.gates.LimitGateStep`: one admission gate per configured limit;
 - :class:`~pool.node.health.NodeHealthStep`: start-up checks, ``/healthz`` and ``/metrics``.
 """
@@ -17,6 +18,7 @@ from typing import Any
 from celery import signals
 
 from pool.appconfig import CtxpoolCelery
+from pool.node.drain import DrainStep
 from pool.node.gates import LimitGateStep
 from pool.node.gating import CapacityGateStep
 from pool.node.health import NodeHealthStep
@@ -30,6 +32,7 @@ CONSUMER_STEPS = (
     HeartbeatStep,
     CapacityGateStep,
     SweepScheduleStep,
+    DrainStep,
     LimitGateStep,
 )
 
