@@ -57,6 +57,7 @@ class DrpSim(SimState):
         seed: int | None = None,
         host: str = LOOPBACK,
         clock: Callable[[], float] = time.monotonic,
+        port: int = 0,
     ) -> None:
         super().__init__(drop_share=drop_share, seed=seed)
         self.tokens = TokenBook(token, DEFAULT_USERS if users is None else users, clock)
@@ -69,7 +70,7 @@ class DrpSim(SimState):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
-        self.port = 0
+        self.port = port  # 0: any free port (known once started)
 
     @property
     def token(self) -> str:
@@ -117,7 +118,7 @@ class DrpSim(SimState):
             self._runner = web.AppRunner(self.app(files), access_log=None)
             try:
                 loop.run_until_complete(self._runner.setup())
-                site = web.TCPSite(self._runner, self.host, 0)
+                site = web.TCPSite(self._runner, self.host, self.port)
                 loop.run_until_complete(site.start())
             except BaseException as exc:
                 failure.append(exc)
