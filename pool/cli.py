@@ -18,24 +18,7 @@ from pool.errors import CtxpoolError
 from pool.limits.view import LimitView, limit_views
 from pool.membership import NodeView
 from pool.settings import Settings, validate_name
-
-
-def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    widths = [len(h) for h in headers]
-    for row in rows:
-        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines += [
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
-    ]
-    return "\n".join(lines)
-
-
-def _age(ts: float | None, now: float) -> str:
-    if not ts:
-        return "-"
-    secs = max(0.0, now - ts)
-    return f"{secs:.0f}s" if secs < 120 else f"{secs / 60:.0f}m"
+from pool.status import age, collect_status, render_status, table
 
 
 def format_nodes(views: list[NodeView], now: float) -> str:
@@ -55,10 +38,10 @@ def format_nodes(views: list[NodeView], now: float) -> str:
                 f"{r.annotations.os}/{r.annotations.arch} docker {r.annotations.docker_version}"
                 if r
                 else "-",
-                _age(v.last_seen, now),
+                age(v.last_seen, now),
             ]
         )
-    return _table(
+    return table(
         ["NODE", "UP", "STATE", "TAGS", "CONTEXTS", "INTAKE", "LOAD1", "WORKER", "PLATFORM",
          "SEEN"],
         rows,
@@ -104,6 +87,27 @@ def _wait_drained(store: StateStore, node: str, timeout_s: float) -> int:
         time.sleep(0.5)
 
 
+def _status(
+    settings: Settings, store: StateStore, as_json: bool, watch: bool, every_s: float
+) -> int:
+    from pool.limits.limiter import RedisLimiter
+
+    limiter = RedisLimiter.from_url(settings.redis_url, settings.key_prefix)
+    depth = _queue_depth(settings)
+    while True:
+        report = collect_status(store, settings.limits, limiter, depth)
+        text = report.model_dump_json(indent=2) if as_json else render_status(report)
+        if watch and not as_json and sys.stdout.isatty():
+            print("\033[H\033[2J", end="")
+        print(text, flush=True)
+        if not watch:
+            return 0
+        try:
+            time.sleep(every_s)
+        except KeyboardInterrupt:
+            return 0
+
+
 def _admin_command(args: argparse.Namespace, store: StateStore, now: float) -> int:
     validate_name(args.node, "node name")
     known = any(v.name == args.node for v in store.members.nodes())
@@ -138,11 +142,11 @@ def format_contexts(statuses: list[ContextStatus], now: float) -> str:
                 s.state.value,
                 str(s.generation if s.generation is not None else "-"),
                 str(s.applied_generation if s.applied_generation is not None else "-"),
-                _age(s.updated_at, now),
+                age(s.updated_at, now),
                 (s.last_error or "")[:80],
             ]
         )
-    return _table(
+    return table(
         ["UUID", "DESIRED", "TAG", "OWNER", "STATE", "GEN", "APPLIED", "UPDATED", "LAST ERROR"],
         rows,
     )
@@ -170,7 +174,7 @@ def format_limits(views: list[LimitView]) -> str:
                 str(c["failed"]),
             ]
         )
-    return _table(
+    return table(
         [
             "LIMIT",
             "DEFINITION",
@@ -221,6 +225,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="ctxpool", description="ctxpool pool inspection and node administration"
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    st = sub.add_parser("status", help="one screen: nodes, contexts, errors, queues, limits")
+    st.add_argument("--json", action="store_true", help="print JSON instead of text")
+    st.add_argument("--watch", action="store_true", help="refresh every --interval seconds")
+    st.add_argument("--interval", type=float, default=2.0, help="--watch: seconds")
+    up = sub.add_parser(
+        "up", help="run the local stack: Redis, node, bridge (or the DRP simulator), Flower"
+    )
+    up.add_argument("--clean", action="store_true", help="remove the demo containers at exit")
+    sub.add_parser("down", help="stop a running `ctxpool up` and remove its demo containers")
     for name, text in (
         ("nodes", "membership of worker nodes"),
         ("contexts", "contexts and state"),
@@ -251,6 +264,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "bridge":  # a process of its own: pool never imports broker_bridge
         os.execvp(sys.executable, [sys.executable, "-m", "broker_bridge"])  # noqa: S606
+    if args.command in ("up", "down"):  # the stack runs Docker: not in this process
+        extra = ["--clean"] if args.command == "up" and args.clean else []
+        os.execvp(sys.executable, [sys.executable, "-m", "pool.up", args.command, *extra])  # noqa: S606
     try:
         settings = Settings()
         store = StateStore.from_url(settings.redis_url, settings.key_prefix)
@@ -259,6 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve_metrics(settings, store, args.port, args.addr)
         if args.command in ("drain", "quarantine", "undrain", "unquarantine"):
             return _admin_command(args, store, now)
+        if args.command == "status":
+            return _status(settings, store, args.json, args.watch, args.interval)
         if args.command == "limits":
             from pool.limits.limiter import RedisLimiter
 

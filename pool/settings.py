@@ -184,6 +184,17 @@ class Settings(BaseSettings):
     drp_machine_sync_s: float = Field(
         60.0, gt=0, description="Node: how often its DRP machine's params are re-asserted."
     )
+    flower_port: int = Field(5555, ge=0, le=65535, description="ctxpool up: Flower's port.")
+    flower_user: str = Field("ctxpool", description="Flower's basic-auth user.")
+    flower_password: SecretStr | None = Field(
+        None, description="Flower's basic-auth password (unset: generated once, kept 0600)."
+    )
+    metrics_port: int = Field(
+        9808, ge=0, le=65535, description="The pool metrics exporter's port (ctxpool metrics)."
+    )
+    sim_port: int = Field(
+        8092, ge=0, le=65535, description="ctxpool up without DRP: the simulator's port."
+    )
     drain_step_timeout_s: float = Field(
         120.0, gt=0, description="Drain: how long one handed-off context may take to start."
     )

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pool.drp.params import AGENT_SEEN_PARAM
+
 #: The param the stand-in agent posts to its machine.
-AGENT_PARAM = "ctxpool-agent/seen"
+AGENT_PARAM = AGENT_SEEN_PARAM
 #: Where the simulator serves the agent in its file space (``drpcli.<arch>.<os>``).
 AGENT_FILES = ("drpcli.amd64.linux", "drpcli.arm64.linux")
 

@@ -36,6 +36,9 @@ BROKER_SET_CONTEXT_PARAM = "broker/set-context"
 BROKER_SET_PIPELINE_PARAM = "broker/set-pipeline"
 BROKER_SET_WORKFLOW_PARAM = "broker/set-workflow"
 
+#: What the simulator's stand-in drpcli writes to its own machine (the demo's round trip).
+AGENT_SEEN_PARAM = "ctxpool-agent/seen"
+
 #: Context Meta keys (DRP's Meta is a map of strings).
 IMAGEPULL_META = "Imagepull"
 CHECKSUM_META = "Checksum"
