@@ -12,6 +12,7 @@ from typing import Any
 from pool.calls.drp import DrpCall, DrpWriteBack
 from pool.contexts.engine import DockerEngine
 from pool.contexts.reconcile import NodeIdentity, Reconciler
+from pool.contexts.sources import node_engine
 from pool.contexts.sweep import Sweeper
 from pool.errors import ConfigError
 from pool.health import Health
@@ -42,9 +43,16 @@ class NodeRuntime(Runtime):
 
     @property
     def engine(self) -> DockerEngine:
+        """The Docker engine, with images and drpcli from DRP when ``CTXPOOL_DRP_URL`` is set."""
+        settings = self.settings
+        if self._engine is not None:
+            return self._engine
+        store = self.store
+        tokens = self.drp_tokens if settings.drp_url else None
+        node = self.identity.name if self.identity is not None else settings.node_name
         with self._lock:
             if self._engine is None:
-                self._engine = DockerEngine.from_settings(self.settings)
+                self._engine = node_engine(settings, store.redis, store.keys, node, tokens)
             return self._engine
 
     @property
