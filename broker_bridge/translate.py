@@ -15,13 +15,19 @@ from typing import Any
 
 from broker_bridge.models import Context, Machine
 from pool.contexts.models import ContextSpec
+from pool.contexts.mounts import split_specs
 from pool.drp.params import (
+    AGENT_META,
+    CHECKSUM_META,
     COUNT_PARAMS,
     DEFAULT_ENGINE,
+    IMAGEPULL_META,
     MEMBER_PARAM,
     OWNER_PARAMS,
+    PUBLISH_PORTS_PARAM,
     TAG_PARAMS,
     UNPLACED,
+    VOLUMES_PARAM,
 )
 from pool.errors import CtxpoolError
 from pool.queues import DEFAULT_TAG
@@ -46,6 +52,11 @@ class Wanted:
     image: str
     tag: str
     owner: str | None  # the node DRP names, None when unplaced
+    volumes: tuple[str, ...] = ()
+    publish_ports: tuple[str, ...] = ()
+    agent: bool = True
+    image_pull: str | None = None
+    image_checksum: str | None = None
 
     def spec(self, token: str, endpoints: Sequence[str]) -> ContextSpec:
         """The :class:`ContextSpec` the pool converges on.
@@ -61,6 +72,11 @@ class Wanted:
                 tag=self.tag,
                 token=token,
                 endpoints=list(endpoints),
+                volumes=list(self.volumes),
+                publish_ports=list(self.publish_ports),
+                agent=self.agent,
+                image_pull=self.image_pull,
+                image_checksum=self.image_checksum,
             )
         except ValueError as exc:
             raise BadObject(self.uuid, f"not a valid context spec: {exc}") from exc
@@ -148,17 +164,37 @@ def wanted(
         return None
     if not ctx.image:
         raise BadObject(machine.uuid, f"context {ctx.name} has no Image")
+    agent_mode = ctx.meta.get(AGENT_META, "inject").strip().lower()
+    if agent_mode not in ("inject", "image"):
+        raise BadObject(machine.uuid, f"context {ctx.name}: Meta {AGENT_META} must be inject|image")
     return Wanted(
         uuid=machine.uuid,
         context=machine.context,
         image=ctx.image,
         tag=tag_of(machine, default_tag),
         owner=owner_of(machine),
+        volumes=spec_list(machine, VOLUMES_PARAM, ";"),
+        publish_ports=spec_list(machine, PUBLISH_PORTS_PARAM, ";,"),
+        agent=agent_mode == "inject",
+        image_pull=ctx.meta.get(IMAGEPULL_META) or None,
+        image_checksum=ctx.meta.get(CHECKSUM_META) or None,
     )
 
 
+def spec_list(obj: Machine, name: str, seps: str) -> tuple[str, ...]:
+    """A param holding specs separated by ``seps`` (a string, or a list of strings).
+
+    Raises:
+        BadObject: any other type.
+    """
+    try:
+        return tuple(split_specs(obj.params.get(name), seps))
+    except ValueError as exc:
+        raise BadObject(obj.uuid, f"param {name}: {exc}") from exc
+
+
 #: Params whose change can change a machine's context (everything else is dropped early).
-RELEVANT_PARAMS = frozenset(OWNER_PARAMS + TAG_PARAMS)
+RELEVANT_PARAMS = frozenset(OWNER_PARAMS + TAG_PARAMS + (VOLUMES_PARAM, PUBLISH_PORTS_PARAM))
 #: Params the bridge keeps of a machine (listing and cache).
 SLIM_PARAMS = RELEVANT_PARAMS | {MEMBER_PARAM}
 

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 
 from pool.celery import app
 from pool.contexts.models import Nudge
-from pool.errors import CtxpoolError, StoreError
+from pool.errors import CtxpoolError, EngineError, StoreError
 from pool.node.runtime import node_runtime
 from pool.queues import RECONCILE_TASK, SWEEP_TASK
 
@@ -34,7 +34,11 @@ def reconcile(self: Any, nudge: dict[str, Any]) -> str:
     except ValidationError as exc:
         log.error("dropped malformed nudge %r: %s", nudge, exc)
         return "invalid"
-    return node_runtime(self.app).reconciler.reconcile(parsed).value
+    try:
+        return node_runtime(self.app).reconciler.reconcile(parsed).value
+    except EngineError as exc:  # expected (engine down or failing): the sweep retries
+        log.warning("context %s: engine: %s; the node's sweep retries", parsed.uuid, exc)
+        return "engine-error"
 
 
 @app.task(name=SWEEP_TASK, bind=True, acks_late=True, ignore_result=True)  # type: ignore[untyped-decorator]

@@ -52,7 +52,7 @@ _KEYS = {
     "tmpfs-mode": "tmpfs_mode",
 }
 _PORT_RE = re.compile(
-    r"^(?:(?P<ip>\[[0-9a-fA-F:]+\]|[0-9.]+):)?(?:(?P<host>\d+(?:-\d+)?)?:)?"
+    r"^(?:(?P<ip>\[[0-9a-fA-F:]+\]|\d{1,3}(?:\.\d{1,3}){3}):)?(?:(?P<host>\d+(?:-\d+)?)?:)?"
     r"(?P<ctr>\d+(?:-\d+)?)(?:/(?P<proto>tcp|udp|sctp))?$"
 )
 

@@ -9,6 +9,7 @@ from celery import bootsteps
 
 from pool.errors import CtxpoolError
 from pool.health import HealthServer, serve_health
+from pool.node.enginestate import EngineCollector
 from pool.node.runtime import node_runtime
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,12 @@ class NodeHealthStep(bootsteps.StartStopStep):  # type: ignore[misc]
             log.error("node %s: state store: %s", name, exc)
         port = rt.settings.node_metrics_port
         if port and self.server is None:
-            self.server = serve_health(rt.health, port)
+            self.server = serve_health(
+                rt.health,
+                port,
+                "0.0.0.0",  # noqa: S104 - metrics are scraped from other hosts
+                EngineCollector(name, rt.engine_state),
+            )
 
     def shutdown(self, consumer: Any) -> None:
         if self.server is not None:

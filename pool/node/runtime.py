@@ -16,6 +16,7 @@ from pool.contexts.sources import node_engine
 from pool.contexts.sweep import Sweeper
 from pool.errors import ConfigError
 from pool.health import Health
+from pool.node.enginestate import EngineState
 from pool.queues import DRP_TASK
 from pool.runtime import AppLike, Runtime
 
@@ -32,6 +33,8 @@ class NodeRuntime(Runtime):
         self.gated = False
         self.docker_version = ""
         self.health = Health("node")
+        #: The engine watch's view of the engine (main process).
+        self.engine_state = EngineState()
         self._engine: DockerEngine | None = None
         self._reconciler: Reconciler | None = None
 

@@ -7,7 +7,9 @@ Bootsteps and public signals only; no worker internals are read or patched:
 - :class:`~pool.node.gating.CapacityGateStep`: stop/resume the tag queues at capacity;
 - :class:`~pool.node.sweeps.SweepScheduleStep`: queue the node's sweep every ``sweep_s``;
 - :class:`~pool.node.gates.LimitGateStep`: one admission gate per configured limit;
-- :class:`~pool.node.health.NodeHealthStep`: start-up checks, ``/healthz`` and ``/metrics``.
+- :class:`~pool.node.health.NodeHealthStep`: start-up checks, ``/healthz`` and ``/metrics``;
+- :class:`~pool.node.engine_watch.EngineWatchStep`: engine outages logged once, counted, and
+  followed by a sweep when the engine is back.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 from celery import signals
 
 from pool.appconfig import CtxpoolCelery
+from pool.node.engine_watch import EngineWatchStep
 from pool.node.gates import LimitGateStep
 from pool.node.gating import CapacityGateStep
 from pool.node.health import NodeHealthStep
@@ -31,6 +34,7 @@ CONSUMER_STEPS = (
     CapacityGateStep,
     SweepScheduleStep,
     LimitGateStep,
+    EngineWatchStep,
 )
 
 

@@ -233,3 +233,57 @@ def test_cluster_plan() -> None:
     new = member_object(cluster(1), "batch-1")
     assert new["Params"] == {"ctxpool/cluster": UUID, "docker-context/tag": "batch"}
     assert new["Context"] == "runner"
+
+
+def test_container_params_and_context_meta_reach_the_spec() -> None:
+    contexts = {
+        "archived": Context.model_validate(
+            {
+                "Name": "archived",
+                "Engine": "docker-context",
+                "Image": "ansible-runner_v1.2.0",
+                "Meta": {"Imagepull": "https://drp:8092/files/x.tar", "Checksum": "SHA256:AB"},
+            }
+        ),
+        "own-agent": Context.model_validate(
+            {
+                "Name": "own-agent",
+                "Engine": "docker-context",
+                "Image": "a:1",
+                "Meta": {"ctxpool/agent": "image"},
+            }
+        ),
+    }
+    m = machine(
+        Context="archived",
+        Params={
+            "context/volumes": "type=bind,source=/srv/a,target=/a;type=tmpfs,target=/t",
+            "context/publish-ports": ["20001:80", "20002:81"],
+        },
+    )
+    target = wanted(m, contexts)
+    assert target is not None
+    spec = target.spec("tok", ["https://drp:8092"])
+    assert spec.volumes == ["type=bind,source=/srv/a,target=/a", "type=tmpfs,target=/t"]
+    assert spec.publish_ports == ["20001:80", "20002:81"]
+    assert spec.image_pull == "https://drp:8092/files/x.tar"
+    assert spec.image_checksum == "ab"
+    assert spec.agent is True
+    own = wanted(machine(Context="own-agent"), contexts)
+    assert own is not None
+    assert own.agent is False
+    # a volume change changes the container (spec hash) and is a relevant update
+    other = wanted(machine(Context="archived", Params={"context/volumes": "target=/x"}), contexts)
+    assert other is not None
+    assert other.spec("tok", []).spec_hash() != spec.spec_hash()
+    assert relevant_change({"Params": {}}, {"Params": {"context/volumes": "target=/x"}})
+
+
+def test_container_params_of_the_wrong_type_are_bad_objects() -> None:
+    with pytest.raises(BadObject, match="context/volumes"):
+        wanted(machine(Context="runner", Params={"context/volumes": 7}), CONTEXTS)
+    bad_agent = {"x": Context.model_validate(
+        {"Name": "x", "Engine": "docker-context", "Image": "a", "Meta": {"ctxpool/agent": "?"}}
+    )}  # fmt: skip
+    with pytest.raises(BadObject, match="inject"):
+        wanted(machine(Context="x"), bad_agent)
