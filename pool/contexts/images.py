@@ -262,8 +262,8 @@ class DrpImages:
     @staticmethod
     def _mismatch(spec: ContextSpec, source: str, want: str, actual: str) -> ImageUnavailableError:
         return ImageUnavailableError(
-            f"image {spec.image}: the archive at {source} has sha256 {actual}, but the "
-            f"context's Meta.Checksum is {want}; fix the checksum or the archive"
+            f"image {spec.image}: checksum mismatch: the archive at {source} has sha256 "
+            f"{actual}, but the context's Meta.Checksum is {want}; fix one of them"
         )
 
     # ---- loading --------------------------------------------------------------------------
