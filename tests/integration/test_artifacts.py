@@ -189,14 +189,15 @@ def test_drpcli_from_drp_runs_in_plain_busybox_containers(
     # two nodes of one host: one download of the binary (content-addressed, shared cache)
     assert sim.download_count(f"drpcli.{arch}.linux") == 1
     # the image brings no agent of its own
-    probe = docker_engine.containers.run(test_image, ["ls", "/usr/bin"], remove=True, stderr=True)
-    assert b"drpcli" not in probe
+    probe = ["sh", "-c", "test -e /usr/bin/drpcli; echo $?"]
+    assert docker_engine.containers.run(test_image, probe, remove=True) == b"1\n"
 
 
 # ---- must-show 2: an image that exists only as an archive in DRP's file space ------------------
 
 
 def test_an_archive_only_image_runs_on_two_nodes_with_one_download_each(
+    archived_image: tuple[str, Path],  # first: torn down after the workers and containers
     sim: DrpSim,
     drp_env: dict[str, str],
     pool_env: dict[str, str],
@@ -205,7 +206,6 @@ def test_an_archive_only_image_runs_on_two_nodes_with_one_download_each(
     docker_engine: docker.DockerClient,
     redis_conn: redis.Redis,
     store: StateStore,
-    archived_image: tuple[str, Path],
     ctx_name: str,
 ) -> None:
     tag, archive = archived_image
