@@ -46,7 +46,7 @@ from broker_bridge.models import Context, Machine
 from broker_bridge.resync import Resyncer
 from broker_bridge.sink import Sink
 from broker_bridge.supervise import LoopControl, LoopSpec, Supervisor
-from broker_bridge.translate import BadObject
+from broker_bridge.translate import BadObject, registered_nodes
 from broker_bridge.writes import Writer
 from pool.contexts.placement import NodeLoads
 from pool.drp.client import DrpClient
@@ -84,7 +84,14 @@ class Bridge:
         self.pending: Coalescer[Machine | None] = Coalescer(config.coalesce_s)
         self.writer = Writer(client, sink, config, self.stats, self.bad, self.locks)
         self.clusters = Clusters(
-            client, config, self._live_nodes, self.locks, self.tasks, self.bad, self.stats
+            client,
+            config,
+            self._live_nodes,
+            self.locks,
+            self.tasks,
+            self.bad,
+            self.stats,
+            self.registered_nodes,
         )
         self.resyncer = Resyncer(
             client, sink, config, self.writer, self.clusters, self.pending, self.bad
@@ -193,6 +200,11 @@ class Bridge:
 
     async def _live_nodes(self, tag: str) -> NodeLoads:
         return await self.writer.in_thread(self.sink.live_nodes, tag)
+
+    def registered_nodes(self) -> dict[str, frozenset[str]]:
+        """Nodes registered in DRP (member name -> its machine's tags there), as the last
+        listing and the events since show the machines."""
+        return registered_nodes(self.machines.values(), self.bad.object)
 
     # ---- resync -----------------------------------------------------------------------------
 

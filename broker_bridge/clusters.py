@@ -2,14 +2,20 @@
 
 A cluster (or resource broker) whose ``resource/broker`` names the broker this pool serves
 (default ``context-broker``) and which has ``cluster/count`` gets exactly that many member
-machines in DRP. Each member runs the cluster's ``Context`` with the cluster's
-``docker-context/tag``, and carries ``ctxpool/cluster: <cluster uuid>``. The bridge then turns
+machines in DRP. Each member runs the cluster's ``broker/set-context`` (else the cluster's own
+``Context``; both as ``Context`` and ``Meta.BaseContext``) with the cluster's
+``docker-context/tag``, gets ``broker/set-pipeline`` as its ``Pipeline`` and
+``broker/set-workflow`` as its ``Workflow`` when the cluster sets them, and carries
+``ctxpool/cluster: <cluster uuid>``. The cluster's params are read with its profiles'
+(``aggregate=true``). The bridge then turns
 members into containers like any machine, and the nodes with that tag take them. Raising the
 count adds members, lowering it removes the newest, 0 (or deleting the cluster) drains. The
 member names are recorded on the cluster as ``cluster/machines``.
 
-New members are spread over the tag's live nodes by :func:`pool.contexts.placement.spread`
-and the chosen node is written as the member's ``docker-context/owner``: a *preferred* node
+New members are spread over the tag's live nodes by :func:`pool.contexts.placement.spread`;
+a node registered in DRP (a machine names it in ``docker-context/member-name``) is one of them
+only when its machine carries the tag (:func:`pool.contexts.placement.drp_candidates`). The
+chosen node is written as the member's ``docker-context/owner``: a *preferred* node
 that the bridge passes on with the member's desired state. Only nodes claim; a full or gone
 preferred node is passed over and the tag queue decides.
 """
@@ -20,7 +26,7 @@ import contextlib
 import logging
 import re
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Set
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -36,8 +42,8 @@ from broker_bridge.intake import (
     slim_machine,
 )
 from broker_bridge.models import Machine
-from broker_bridge.translate import BadObject, count_of, str_param, tag_of
-from pool.contexts.placement import NodeLoads, spread
+from broker_bridge.translate import BadObject, count_of, member_fields, str_param, tag_of
+from pool.contexts.placement import NodeLoads, drp_candidates, spread
 from pool.drp.client import DrpClient
 from pool.drp.errors import DrpError, DrpNotFoundError
 from pool.drp.params import (
@@ -55,6 +61,8 @@ _INDEX_RE = re.compile(r"-(\d+)$")
 
 #: A pending cluster change: (kind, the cluster, or None when deleted).
 PendingCluster = tuple[str, AnyCluster | None]
+#: Nodes registered in DRP: member name -> the tags its machine carries.
+Registered = Mapping[str, Set[str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,14 +83,15 @@ def plan(cluster: Machine, members: list[Machine], broker: str) -> Plan | None:
     """The changes ``cluster`` needs, or None when ctxpool does not broker it.
 
     Raises:
-        BadObject: ``cluster/count`` or the tag has the wrong type.
+        BadObject: ``cluster/count``, the tag or a ``broker/set-*`` param has the wrong type.
     """
     if str_param(cluster, (RESOURCE_BROKER_PARAM,)) != broker:
         return None
     count = count_of(cluster)
     if count is None:
         return None
-    tag_of(cluster)  # validated here, used by the members
+    tag_of(cluster)  # validated here (before any member is created), used by the members
+    member_fields(cluster)
     ordered = sorted(members, key=lambda m: (member_index(m.name), m.name))
     keep, extra = ordered[:count], ordered[count:]
     base = cluster.name or cluster.uuid[:8]
@@ -93,11 +102,20 @@ def plan(cluster: Machine, members: list[Machine], broker: str) -> Plan | None:
 
 
 def member_object(cluster: Machine, name: str, node: str | None = None) -> dict[str, Any]:
-    """The DRP machine object of a new member (``node``: the node preferred to run it)."""
+    """The DRP machine object of a new member (``node``: the node preferred to run it).
+
+    Its ``Context`` (and ``Meta.BaseContext``), ``Pipeline`` and ``Workflow`` come from the
+    cluster's ``broker/set-*`` params (:func:`~broker_bridge.translate.member_fields`); the
+    params themselves stay on the cluster (they tell its broker what to apply, not the
+    member).
+
+    Raises:
+        BadObject: the tag or a ``broker/set-*`` param has the wrong type.
+    """
     params: dict[str, Any] = {MEMBER_PARAM: cluster.uuid, TAG_PARAM: tag_of(cluster)}
     if node:
         params[OWNER_PARAM] = node
-    return {"Name": name, "Context": cluster.context, "Params": params}
+    return member_fields(cluster).apply({"Name": name, "Params": params})
 
 
 async def reconcile_cluster(
@@ -108,8 +126,12 @@ async def reconcile_cluster(
     broker: str,
     live_nodes: Callable[[str], Awaitable[NodeLoads]] | None = None,
     bad: BadInput | None = None,
+    registered: Callable[[], Registered] | None = None,
 ) -> Plan | None:
     """Bring one cluster's members in DRP to its count (``cluster`` None: it was deleted).
+
+    New members get preferred nodes among ``live_nodes(tag)`` (the store's), narrowed by
+    ``registered()`` (the nodes registered in DRP and their tags there) when given.
 
     Raises:
         DrpError: DRP calls failed (the next event or resync retries).
@@ -128,7 +150,11 @@ async def reconcile_cluster(
         return None
     preferred: list[str | None] = [None] * len(todo.create)
     if todo.create and live_nodes is not None:
-        preferred = spread(await live_nodes(tag_of(cluster)), len(todo.create))
+        tag = tag_of(cluster)
+        nodes = await live_nodes(tag)
+        if registered is not None:
+            nodes = drp_candidates(nodes, tag, registered())
+        preferred = spread(nodes, len(todo.create))
     for name, node in zip(todo.create, preferred, strict=True):
         await client.create("machines", member_object(cluster, name, node))
     for member_uuid in todo.delete:
@@ -186,10 +212,12 @@ class Clusters:
         tasks: TaskSet,
         bad: BadInput,
         stats: Counter[str],
+        registered: Callable[[], Registered] | None = None,
     ) -> None:
         self.client = client
         self.config = config
         self.live_nodes = live_nodes
+        self.registered = registered
         self.locks = locks
         self.tasks = tasks
         self.bad = bad
@@ -212,14 +240,21 @@ class Clusters:
         if cluster_uuid in self.kinds:
             self.tasks.spawn(self._refetch(cluster_uuid), f"cluster {cluster_uuid} re-read")
 
-    async def converge(self, kind: str, uuid: str, cluster: AnyCluster | None) -> bool:
+    async def converge(
+        self, kind: str, uuid: str, cluster: AnyCluster | None, aggregated: bool = False
+    ) -> bool:
         """Give one cluster its count of members in DRP; never raises (logs and counts).
+
+        ``aggregated``: ``cluster``'s params already include its profiles' (a listing with
+        ``aggregate=true``); otherwise a cluster with profiles is read again with them.
 
         Returns:
             Whether it succeeded (else the next event or resync retries).
         """
         try:
             async with self.locks.hold(f"cluster:{uuid}"):
+                if cluster is not None and cluster.profiles and not aggregated:
+                    cluster = await self._aggregated(kind, uuid)  # params may come from them
                 await reconcile_cluster(
                     self.client,
                     kind,
@@ -228,6 +263,7 @@ class Clusters:
                     self.config.broker_name,
                     self.live_nodes,
                     self.bad,
+                    self.registered,
                 )
             if cluster is None:
                 self.kinds.pop(uuid, None)
@@ -242,6 +278,19 @@ class Clusters:
             log.error("cluster %s: not converged (bug?); the next resync retries", uuid,
                       exc_info=True)  # fmt: skip
         return False
+
+    async def _aggregated(self, kind: str, uuid: str) -> AnyCluster | None:
+        """The cluster as DRP has it now, with its profiles' params (None: deleted).
+
+        Raises:
+            DrpError: the call failed. BadObject: the cluster has the wrong shape.
+        """
+        path = f"/api/v3/{kind}/{quote(uuid, safe='')}?aggregate=true"
+        try:
+            raw = await self.client.request("GET", path)
+        except DrpNotFoundError:
+            return None
+        return parse_cluster(kind, raw, uuid)
 
     async def _refetch(self, uuid: str) -> None:
         kind = self.kinds.get(uuid, "clusters")
@@ -268,7 +317,7 @@ class Clusters:
         listed: set[str] = set()
         jobs: list[tuple[str, str, AnyCluster | None]] = []
         for kind in sorted(CLUSTER_TYPES):
-            async for page in self.client.list_pages(kind, "", self.config.page_size):
+            async for page in self.client.list_pages(kind, "aggregate=true", self.config.page_size):
                 for raw in page:
                     try:
                         cluster = parse_cluster(kind, raw)
@@ -282,7 +331,7 @@ class Clusters:
         for uuid in set(members) - listed:
             jobs.append((self.kinds.get(uuid, "clusters"), uuid, None))
         for kind, uuid, listed_cluster in jobs:  # one at a time: a resync must not flood DRP
-            await self.converge(kind, uuid, listed_cluster)
+            await self.converge(kind, uuid, listed_cluster, aggregated=True)
 
 
 __all__ = ["Clusters", "Plan", "list_members", "member_object", "plan", "reconcile_cluster"]

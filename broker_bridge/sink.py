@@ -17,7 +17,7 @@ from typing import Protocol
 from pool.contexts import placement
 from pool.contexts.api import ContextAPI
 from pool.contexts.models import ContextSpec, Desired, Nudge
-from pool.contexts.placement import NodeLoads
+from pool.contexts.placement import NodeLoads, offerable
 from pool.contexts.store import DesiredDigest, StateStore
 from pool.queues import DEFAULT_TAG
 
@@ -165,7 +165,7 @@ class PoolSink:
         return {
             view.name: (self.store.ownership.count_owned(view.name), view.record.stats.capacity)
             for view in self.store.members.nodes()
-            if view.alive and view.record is not None and tag in view.record.tags
+            if view.alive and view.record is not None and offerable(view.record, tag)
         }
 
     def begin_resync(self) -> tuple[str, bool]:

@@ -5,11 +5,15 @@ the engine this pool serves. Its tag comes from ``docker-context/tag`` (or
 ``context-broker/tag``), its owner hint from ``docker-context/owner`` (``docker-context``, the
 default, means "not placed yet"). Params of the wrong type are a :class:`BadObject`: the bridge
 logs and counts it and leaves the context as it was.
+
+Also read here: which nodes a machine registers in DRP (``docker-context/member-name`` and
+``docker-context/tags``, or their ``context-broker/`` spellings; :func:`registered_nodes`), and
+what a broker applies to the members it creates (``broker/set-*``; :func:`member_fields`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,14 +22,19 @@ from pool.contexts.models import ContextSpec
 from pool.contexts.mounts import split_specs
 from pool.drp.params import (
     AGENT_META,
+    BROKER_SET_CONTEXT_PARAM,
+    BROKER_SET_PIPELINE_PARAM,
+    BROKER_SET_WORKFLOW_PARAM,
     CHECKSUM_META,
     COUNT_PARAMS,
     DEFAULT_ENGINE,
     IMAGEPULL_META,
+    MEMBER_NAME_PARAMS,
     MEMBER_PARAM,
     OWNER_PARAMS,
     PUBLISH_PORTS_PARAM,
     TAG_PARAMS,
+    TAGS_PARAMS,
     UNPLACED,
     VOLUMES_PARAM,
 )
@@ -193,15 +202,111 @@ def spec_list(obj: Machine, name: str, seps: str) -> tuple[str, ...]:
         raise BadObject(obj.uuid, f"param {name}: {exc}") from exc
 
 
+def str_list_param(obj: Machine, name: str) -> list[str] | None:
+    """A param that is a list of strings, ``None`` when unset.
+
+    Raises:
+        BadObject: the param is set but not a list of strings.
+    """
+    value = obj.params.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BadObject(obj.uuid, f"param {name} must be a list of strings")
+    return value
+
+
+def registration_of(machine: Machine) -> tuple[frozenset[str], frozenset[str]]:
+    """The nodes ``machine`` registers in DRP (its member names) and the tags it carries there,
+    each from both spellings (``docker-context/...`` and ``context-broker/...``).
+
+    Returns:
+        ``(member names, tags)``; no member names means the machine registers no node.
+
+    Raises:
+        BadObject: a member name that is not a string, tags that are not a list of strings.
+    """
+    names = set()
+    for name in MEMBER_NAME_PARAMS:
+        value = str_param(machine, (name,))
+        if value is not None:
+            names.add(value)
+    if not names:
+        return frozenset(), frozenset()
+    tags: set[str] = set()
+    for name in TAGS_PARAMS:
+        tags.update(str_list_param(machine, name) or ())
+    return frozenset(names), frozenset(tags)
+
+
+def registered_nodes(
+    machines: Iterable[Machine], bad: Callable[[BadObject], None]
+) -> dict[str, frozenset[str]]:
+    """Nodes registered in DRP: member name -> the tags its machine carries there (the union
+    when several machines name the same node). A machine whose registration params have the
+    wrong type is reported to ``bad`` and registers nothing."""
+    out: dict[str, frozenset[str]] = {}
+    for machine in machines:
+        if not any(p in machine.params for p in MEMBER_NAME_PARAMS):
+            continue
+        try:
+            names, tags = registration_of(machine)
+        except BadObject as exc:
+            bad(exc)
+            continue
+        for name in names:
+            out[name] = out.get(name, frozenset()) | tags
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class MemberFields:
+    """What a broker applies to the machines it creates (``broker/set-*`` on the cluster)."""
+
+    context: str  # broker/set-context, else the cluster's own Context ("" for none)
+    pipeline: str | None  # broker/set-pipeline: the member's Pipeline
+    workflow: str | None  # broker/set-workflow: the member's Workflow
+
+    def apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """``obj`` (a new machine's JSON) with these fields set (DRP's keys)."""
+        obj["Context"] = self.context
+        if self.context:
+            obj["Meta"] = {**obj.get("Meta", {}), "BaseContext": self.context}
+        if self.pipeline:
+            obj["Pipeline"] = self.pipeline
+        if self.workflow:
+            obj["Workflow"] = self.workflow
+        return obj
+
+
+def member_fields(cluster: Machine) -> MemberFields:
+    """The ``broker/set-context``, ``broker/set-pipeline`` and ``broker/set-workflow`` of a
+    cluster or resource broker (read from its params, profiles' included when aggregated).
+
+    Raises:
+        BadObject: one of them is set but not a string.
+    """
+    return MemberFields(
+        context=str_param(cluster, (BROKER_SET_CONTEXT_PARAM,)) or cluster.context,
+        pipeline=str_param(cluster, (BROKER_SET_PIPELINE_PARAM,)),
+        workflow=str_param(cluster, (BROKER_SET_WORKFLOW_PARAM,)),
+    )
+
+
 #: Params whose change can change a machine's context (everything else is dropped early).
 RELEVANT_PARAMS = frozenset(OWNER_PARAMS + TAG_PARAMS + (VOLUMES_PARAM, PUBLISH_PORTS_PARAM))
+#: Params that register a node in DRP (the context broker's placement reads them).
+REGISTRATION_PARAMS = frozenset(TAGS_PARAMS + MEMBER_NAME_PARAMS)
+#: Params whose change an event must carry to the bridge (the rest is dropped early).
+WATCHED_PARAMS = RELEVANT_PARAMS | REGISTRATION_PARAMS
 #: Params the bridge keeps of a machine (listing and cache).
-SLIM_PARAMS = RELEVANT_PARAMS | {MEMBER_PARAM}
+SLIM_PARAMS = WATCHED_PARAMS | {MEMBER_PARAM}
 
 
 def relevant_change(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool:
     """Whether an update (DRP's raw ``Original`` -> ``Object``) can change the machine's
-    desired context. Works on the raw dicts: it is the bridge's hot path, before any parsing."""
+    desired context or a node's registration. Works on the raw dicts: it is the bridge's hot
+    path, before any parsing."""
     if before.get("Context") != after.get("Context"):
         return True
     if before.get("Profiles") != after.get("Profiles"):
@@ -209,4 +314,4 @@ def relevant_change(before: Mapping[str, Any], after: Mapping[str, Any]) -> bool
     pb, pa = before.get("Params"), after.get("Params")
     if not isinstance(pb, dict) or not isinstance(pa, dict):
         return True
-    return any(pb.get(p) != pa.get(p) for p in RELEVANT_PARAMS)
+    return any(pb.get(p) != pa.get(p) for p in WATCHED_PARAMS)

@@ -11,12 +11,13 @@ from collections.abc import Callable, Sequence
 
 from pydantic import ValidationError
 
+from pool.admin import AdminState, NodeAdmin, describe, format_duration, parse_duration_s
 from pool.contexts.models import ContextStatus
 from pool.contexts.store import StateStore
 from pool.errors import CtxpoolError
 from pool.limits.view import LimitView, limit_views
 from pool.membership import NodeView
-from pool.settings import Settings
+from pool.settings import Settings, validate_name
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -45,6 +46,7 @@ def format_nodes(views: list[NodeView], now: float) -> str:
             [
                 v.name,
                 "alive" if v.alive else "stalled",
+                describe(v.admin, now),
                 ",".join(r.tags) if r else "-",
                 f"{r.stats.running_contexts}/{r.stats.capacity}" if r else "-",
                 ("gated" if r.stats.gated else "open") if r else "-",
@@ -57,8 +59,68 @@ def format_nodes(views: list[NodeView], now: float) -> str:
             ]
         )
     return _table(
-        ["NODE", "STATE", "TAGS", "CONTEXTS", "INTAKE", "LOAD1", "WORKER", "PLATFORM", "SEEN"], rows
-    )
+        ["NODE", "UP", "STATE", "TAGS", "CONTEXTS", "INTAKE", "LOAD1", "WORKER", "PLATFORM",
+         "SEEN"],
+        rows,
+    )  # fmt: skip
+
+
+def format_order_change(
+    node: str, action: str, previous: NodeAdmin | None, now: float, known: bool
+) -> str:
+    """What ``drain``/``quarantine``/``undrain`` did, in one or two lines."""
+    line = f"node {node}: {action}"
+    if previous is not None:
+        line += f" (was {previous.mode.value} since {format_duration(now - previous.since)} ago"
+        line += f", by {previous.by})" if previous.by else ")"
+    elif action == "active":
+        line += " (it was not drained or quarantined)"
+    if not known:
+        line += f"\nnode {node} has not been seen in the last day: the order waits for it"
+    return line
+
+
+def _wait_drained(store: StateStore, node: str, timeout_s: float) -> int:
+    """Poll the node's state until it reports ``drained``; print its progress as it changes.
+
+    Returns 0 when drained, 3 when ``timeout_s`` passed (or the order was lifted).
+    """
+    deadline = time.monotonic() + timeout_s
+    last = ""
+    while True:
+        view = next((v for v in store.members.nodes() if v.name == node), None)
+        state = view.admin if view is not None else None
+        line = describe(state, time.time()) if state is not None else "not seen"
+        if line != last:
+            print(f"node {node}: {line}", flush=True)
+            last = line
+        if state is not None and state.state is AdminState.DRAINED:
+            return 0
+        if state is not None and state.state is not AdminState.DRAINING:
+            return 3
+        if time.monotonic() > deadline:
+            print(f"node {node}: not drained after {timeout_s:.0f}s", file=sys.stderr)
+            return 3
+        time.sleep(0.5)
+
+
+def _admin_command(args: argparse.Namespace, store: StateStore, now: float) -> int:
+    validate_name(args.node, "node name")
+    known = any(v.name == args.node for v in store.members.nodes())
+    admins = store.admin
+    if args.command == "drain":
+        previous = admins.drain(args.node, args.why or "", now)
+        print(format_order_change(args.node, "draining", previous, now, known), flush=True)
+        return _wait_drained(store, args.node, args.timeout) if args.wait else 0
+    if args.command == "quarantine":
+        for_s = parse_duration_s(args.for_) if args.for_ else None
+        previous = admins.quarantine(args.node, args.why, for_s, now)
+        action = "quarantined" + (f" for {format_duration(for_s)}" if for_s else "")
+        print(format_order_change(args.node, action, previous, now, known))
+        return 0
+    previous = admins.lift(args.node)
+    print(format_order_change(args.node, "active", previous, now, known))
+    return 0
 
 
 def format_contexts(statuses: list[ContextStatus], now: float) -> str:
@@ -155,7 +217,9 @@ def _serve_metrics(settings: Settings, store: StateStore, port: int, addr: str) 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="ctxpool", description="ctxpool pool inspection")
+    parser = argparse.ArgumentParser(
+        prog="ctxpool", description="ctxpool pool inspection and node administration"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, text in (
         ("nodes", "membership of worker nodes"),
@@ -164,6 +228,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         p = sub.add_parser(name, help=text)
         p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    d = sub.add_parser(
+        "drain", help="stop a node's intake and move its contexts to other nodes of their tags"
+    )
+    d.add_argument("node")
+    d.add_argument("--why", default="", help="reason, shown in `ctxpool nodes`")
+    d.add_argument("--wait", action="store_true", help="wait until the node reports drained")
+    d.add_argument("--timeout", type=float, default=3600.0, help="--wait: give up after (s)")
+    q = sub.add_parser("quarantine", help="a node keeps what it runs but takes nothing new")
+    q.add_argument("node")
+    q.add_argument("--why", required=True, help="reason, shown in `ctxpool nodes`")
+    q.add_argument("--for", dest="for_", metavar="DURATION", help="lift after 90s/30m/2h/1d")
+    for name, text in (
+        ("undrain", "lift a drain (or a quarantine): the node takes work again"),
+        ("unquarantine", "lift a quarantine (or a drain): the node takes work again"),
+    ):
+        sub.add_parser(name, help=text).add_argument("node")
     sub.add_parser("bridge", help="run the DRP bridge (CTXPOOL_DRP_URL, credentials)")
     m = sub.add_parser("metrics", help="serve Prometheus metrics (pool-wide)")
     m.add_argument("--port", type=int, default=9808, help="port; 0 prints them once and exits")
@@ -177,6 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         now = time.time()
         if args.command == "metrics":
             return _serve_metrics(settings, store, args.port, args.addr)
+        if args.command in ("drain", "quarantine", "undrain", "unquarantine"):
+            return _admin_command(args, store, now)
         if args.command == "limits":
             from pool.limits.limiter import RedisLimiter
 
@@ -203,6 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     except ValidationError as exc:
         print(f"ctxpool: invalid settings: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # a bad --for
+        print(f"ctxpool: {exc}", file=sys.stderr)
         return 2
     except CtxpoolError as exc:
         print(f"ctxpool: {exc}", file=sys.stderr)

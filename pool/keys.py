@@ -19,8 +19,9 @@ Owners and lifetimes:
     resync-done        string, unix time of the last resync that completed within the current
                        epoch (the bridge writes it; nodes read it: a labelled container without
                        desired state after it belongs to a machine DRP no longer has).
-    admin:<name>       string JSON, a node's drain/quarantine state (pool.node.admin). Written by
-                       `ctxpool drain|quarantine`, deleted by `ctxpool undrain`; a quarantine
+    admin:<name>       string JSON, an operator's drain/quarantine order for a node (pool.admin).
+                       Written by `ctxpool drain|quarantine`, deleted by `ctxpool undrain`
+                       (or `unquarantine`); read by the node each check; a quarantine
                        with `--for` carries a PX TTL. Survives the node's restarts.
     images:<name>      hash image name -> JSON record of the archive a node loaded from DRP
                        (checksum, loaded image id and tags, time). Owned by that node.

@@ -13,6 +13,7 @@ import time
 import redis
 from pydantic import BaseModel, Field, ValidationError
 
+from pool.admin import AdminStatus, NodeAdmins, effective_status
 from pool.keys import Keys
 from pool.redisutil import converting
 
@@ -50,17 +51,22 @@ class Membership(BaseModel):
     queues: list[str] = Field(default_factory=list)
     stats: NodeStats = Field(default_factory=NodeStats)
     annotations: NodeAnnotations = Field(default_factory=NodeAnnotations)
+    admin: AdminStatus = Field(
+        default_factory=AdminStatus, description="Drain/quarantine state, as the node saw it."
+    )
     started_at: float = 0.0
     heartbeat_at: float = 0.0
 
 
 class NodeView(BaseModel):
-    """A node as the CLI lists it: its last record and whether it is alive."""
+    """A node as the CLI lists it: its last record, whether it is alive, and its
+    administrative state (the operator's order merged with the node's progress)."""
 
     name: str
     alive: bool
     last_seen: float
     record: Membership | None = None
+    admin: AdminStatus = Field(default_factory=AdminStatus)
 
 
 class Members:
@@ -102,7 +108,7 @@ class Members:
 
     @_converting
     def nodes(self) -> list[NodeView]:
-        """Every node seen in the last day, alive or stalled."""
+        """Every node seen in the last day, alive or stalled, with its administrative state."""
         entries = self.redis.zrange(self.keys.nodes, 0, -1, withscores=True)
         if not entries:
             return []
@@ -110,6 +116,7 @@ class Members:
             for name, _ in entries:
                 pipe.get(self.keys.node(name))
             raws = pipe.execute()
+        orders = NodeAdmins(self.redis, self.keys).get_many([name for name, _ in entries])
         views = []
         for (name, seen), raw in zip(entries, raws, strict=True):
             record = None
@@ -118,5 +125,10 @@ class Members:
                     record = Membership.model_validate(json.loads(raw))
                 except (ValidationError, ValueError):
                     log.warning("node %s: unreadable membership record", name)
-            views.append(NodeView(name=name, alive=raw is not None, last_seen=seen, record=record))
+            admin = effective_status(orders[name], record.admin if record else None)
+            views.append(
+                NodeView(
+                    name=name, alive=raw is not None, last_seen=seen, record=record, admin=admin
+                )
+            )
         return views

@@ -11,7 +11,10 @@ pool-wide). Names:
 - ``ctxpool_limit_<counter>_total{limit}``: granted, throttled (had to wait), deferred
   (429/5xx), stale (admitted but started late, re-queued), failed (gave up);
 - ``ctxpool_node_up{node}``, ``ctxpool_node_contexts{node}``, ``ctxpool_node_capacity{node}``,
-  ``ctxpool_node_gated{node}``.
+  ``ctxpool_node_gated{node}``;
+- ``ctxpool_node_admin_state{node,state}``: 1 for the node's state (active, draining, drained,
+  quarantined), 0 for the others; ``ctxpool_node_drain_remaining{node}``: contexts a draining
+  node still owns.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import Callable, Iterator
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from pool.admin import AdminState
 from pool.contexts.store import StateStore
 from pool.errors import CtxpoolError
 from pool.limits.limiter import COUNTERS, Limiter
@@ -106,3 +110,20 @@ class PoolCollector(Collector):
                 node_g["capacity"].add_metric([n.name], n.record.stats.capacity)
                 node_g["gated"].add_metric([n.name], 1 if n.record.stats.gated else 0)
         yield from node_g.values()
+        admin = GaugeMetricFamily(
+            "ctxpool_node_admin_state",
+            "1 for the node's administrative state (drain/quarantine), 0 for the others",
+            labels=["node", "state"],
+        )
+        remaining = GaugeMetricFamily(
+            "ctxpool_node_drain_remaining",
+            "Contexts a draining node still owns",
+            labels=["node"],
+        )
+        for n in nodes:
+            for state in AdminState:
+                admin.add_metric([n.name, state.value], 1 if n.admin.state is state else 0)
+            if n.admin.state is AdminState.DRAINING:
+                remaining.add_metric([n.name], n.admin.remaining)
+        yield admin
+        yield remaining

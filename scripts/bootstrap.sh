@@ -40,6 +40,46 @@ ensure_docker() {
   return 1
 }
 
+PODMAN_SOCK="${CTXPOOL_PODMAN_SOCK:-/run/ctxpool-podman.sock}"
+
+_podman_service() {
+  nohup podman system service --time=0 "unix://$PODMAN_SOCK" >"$STATE_DIR/podman.log" 2>&1 &
+  for _ in $(seq 1 40); do
+    curl -sf --unix-socket "$PODMAN_SOCK" http://d/_ping >/dev/null 2>&1 && return 0
+    sleep 0.25
+  done
+  say "podman system service did not come up; see $STATE_DIR/podman.log"
+  return 1
+}
+
+ensure_podman() {  # Podman's Docker-compatible API on $PODMAN_SOCK (the engine matrix)
+  apt_install curl:curl
+  if ! command -v podman >/dev/null 2>&1 || ! dpkg -s catatonit >/dev/null 2>&1; then
+    # with its recommends: a network stack (netavark, CNI plugins), slirp4netns, uidmap;
+    # catatonit is the init a container with init=true needs
+    say "installing podman"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman catatonit >/dev/null
+  fi
+  if curl -sf --unix-socket "$PODMAN_SOCK" http://d/_ping >/dev/null 2>&1; then return 0; fi
+  local conf=/etc/containers/containers.conf.d/ctxpool-ulimits.conf
+  if [ ! -f "$conf" ]; then
+    # Podman asks runc for nofile/nproc limits above what this machine lets a process raise
+    # ("error setting rlimit type 7: operation not permitted"): give containers the limits
+    # the service itself has.
+    _podman_service
+    local pid nofile nproc
+    pid="$(pgrep -f "podman system service --time=0 unix://$PODMAN_SOCK" | head -1)"
+    nofile="$(awk '/Max open files/ {print $5}' "/proc/$pid/limits")"
+    nproc="$(awk '/Max processes/ {print $4}' "/proc/$pid/limits")"
+    kill "$pid"; sleep 0.5
+    mkdir -p "$(dirname "$conf")"
+    printf '[containers]\ndefault_ulimits = ["nofile=%s:%s", "nproc=%s:%s"]\n' \
+      "$nofile" "$nofile" "$nproc" "$nproc" >"$conf"
+  fi
+  say "starting podman system service on $PODMAN_SOCK (log: $STATE_DIR/podman.log)"
+  _podman_service
+}
+
 ensure_redis() {  # a local Redis on 6379 unless one answers already
   apt_install redis-server:redis-server redis-cli:redis-tools
   if redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then

@@ -9,6 +9,7 @@ ensure_docker
 ensure_redis
 ensure_python
 ensure_test_image
+ensure_podman  # the engine matrix: Podman's Docker-compatible API
 cd "$CTXPOOL_ROOT"
 
 say "ruff"

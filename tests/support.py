@@ -21,7 +21,12 @@ import redis
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_IMAGE = "ctxpool-test/busybox:latest"
-BUSYBOX_APPLETS = ("sh", "sleep", "env", "cat", "ls", "echo", "true", "false", "ps", "id")
+#: An image that tests keep only as an archive (see :func:`build_archived_image`).
+ARCHIVED_IMAGE = "ctxpool-test/archived:1"
+BUSYBOX_APPLETS = (
+    "sh", "sleep", "env", "cat", "ls", "echo", "true", "false", "ps", "id",
+    "wget", "date", "hostname",
+)  # fmt: skip
 
 T = TypeVar("T")
 
@@ -68,16 +73,8 @@ def docker_client() -> docker.DockerClient:
     return client
 
 
-def build_test_image(client: docker.DockerClient, tag: str = TEST_IMAGE) -> str:
-    """Import a busybox image from Debian's ``busybox-static`` (no registry is reachable).
-
-    Its default command sleeps forever, like an agent waiting for jobs.
-    """
-    try:
-        client.images.get(tag)
-        return tag
-    except docker.errors.ImageNotFound:
-        pass
+def _busybox_rootfs() -> bytes:
+    """A tar of a root file system: ``/bin/busybox`` and its applet links, ``/tmp``, ``/etc``."""
     busybox = shutil.which("busybox") or "/bin/busybox"
     need(Path(busybox).exists(), "busybox is not installed (apt-get install busybox-static)")
     buf = io.BytesIO()
@@ -93,14 +90,64 @@ def build_test_image(client: docker.DockerClient, tag: str = TEST_IMAGE) -> str:
             link.type = tarfile.SYMTYPE
             link.linkname = "busybox"
             tar.addfile(link)
+    return buf.getvalue()
+
+
+def _import_busybox(client: docker.DockerClient, tag: str, changes: list[str]) -> str:
     repo, _, version = tag.rpartition(":")
     client.api.import_image_from_data(
-        buf.getvalue(),
-        repository=repo,
-        tag=version,
-        changes=['CMD ["/bin/sleep", "86400"]'],
+        _busybox_rootfs(), repository=repo, tag=version, changes=changes
     )
     return tag
+
+
+def build_test_image(client: docker.DockerClient, tag: str = TEST_IMAGE) -> str:
+    """Import a busybox image from Debian's ``busybox-static`` (no registry is reachable).
+
+    Its default command sleeps forever, like an agent waiting for jobs. An image of that tag
+    built earlier is kept as it is (it may lack applets added to ``BUSYBOX_APPLETS`` since:
+    scripts run them as ``busybox <applet>`` when the link is missing).
+    """
+    try:
+        client.images.get(tag)
+        return tag
+    except docker.errors.ImageNotFound:
+        pass
+    return _import_busybox(client, tag, ['CMD ["/bin/sleep", "86400"]'])
+
+
+def build_archived_image(client: docker.DockerClient, tag: str = ARCHIVED_IMAGE) -> str:
+    """A second small busybox image, distinct from the test image (its own label, so its own
+    id), for "an image that exists only as an archive": save it with
+    :func:`save_image_archive`, remove it from the engine, serve the archive.
+
+    Returns:
+        Its id (``sha256:...``).
+    """
+    _import_busybox(
+        client,
+        tag,
+        [f'LABEL ctxpool.test.archived="{tag}"', 'CMD ["/bin/sleep", "86400"]'],
+    )
+    return str(client.images.get(tag).id)
+
+
+def save_image_archive(client: docker.DockerClient, image: str, dest: Path) -> Path:
+    """Write ``docker save`` of ``image`` to ``dest`` chunk by chunk (archives may be large);
+    the archive names ``image`` when it is one of the image's tags, so loading it tags it.
+
+    Returns:
+        ``dest``.
+
+    Raises:
+        docker.errors.ImageNotFound: the engine has no such image.
+    """
+    img = client.images.get(image)
+    named: str | bool = image if image in img.tags else bool(img.tags)
+    with dest.open("wb") as out:
+        for chunk in img.save(named=named):
+            out.write(chunk)
+    return dest
 
 
 def wait_for(

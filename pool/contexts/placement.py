@@ -5,10 +5,17 @@ bridge, the context broker) may name a *preferred* node, nothing more: the nudge
 node's queue, and another node that receives it first leaves it to the preferred one. A
 preferred node that is gone, full or not serving the context's tag is ignored, and the first
 free node of the tag claims (pull-based placement, DESIGN.md inv. 4).
+
+A node an operator drained or quarantined (:mod:`pool.admin`) takes nothing new: its intake
+is closed, it claims no unowned context, and no other node leaves a context to it. A draining
+node hands its contexts, one at a time, to another node of their tag that can host them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping, Set
+
+from pool.admin import NodeAdmin
 from pool.membership import Membership
 from pool.queues import node_queue, tag_queue
 
@@ -18,10 +25,33 @@ NodeLoads = dict[str, tuple[int, int]]
 
 def can_host(record: Membership | None, tag: str) -> bool:
     """Whether a node (its live membership record, ``None`` when stalled) can take a new
-    context of ``tag``: it serves the tag and has room."""
-    if record is None or tag not in record.tags:
+    context of ``tag``: it serves the tag, has room, and is not drained or quarantined."""
+    if record is None or tag not in record.tags or not record.admin.takes_new_work:
         return False
     return record.stats.running_contexts < record.stats.capacity
+
+
+def offerable(record: Membership | None, tag: str) -> bool:
+    """Whether a live node may be named as the preferred node of new contexts of ``tag`` (room
+    is :func:`spread`'s business): it serves the tag and is not drained or quarantined."""
+    return record is not None and tag in record.tags and record.admin.takes_new_work
+
+
+def may_claim(order: NodeAdmin | None) -> bool:
+    """Whether a node may claim a context it does not own yet (a fresh claim or a takeover
+    from a stalled owner): not while an operator's drain or quarantine order stands."""
+    return order is None
+
+
+def intake_open(running: int, capacity: int, order: NodeAdmin | None) -> bool:
+    """Whether a node consumes its tag queues: below capacity and free to claim."""
+    return running < capacity and may_claim(order)
+
+
+def handoff_targets(records: Iterable[Membership], tag: str, me: str) -> list[str]:
+    """Live nodes other than ``me`` that can take a context of ``tag`` from a draining node
+    now (``records``: live membership records). Empty: the context stays where it runs."""
+    return sorted(r.node for r in records if r.node != me and can_host(r, tag))
 
 
 def nudge_queue(tag: str, owner: str | None, owner_alive: bool, preferred_open: str | None) -> str:
@@ -52,6 +82,16 @@ def may_still_register(age_s: float, membership_ttl_s: float) -> bool:
     data, before that node's next heartbeat (it runs the container: another node must not
     create a second one). Older, the node is gone, and any node of the tag may claim."""
     return age_s < membership_ttl_s
+
+
+def drp_candidates(nodes: NodeLoads, tag: str, registered: Mapping[str, Set[str]]) -> NodeLoads:
+    """The live nodes (``nodes``, from the store) that may be offered a new context of ``tag``.
+
+    A node registered in DRP (some machine's member name is the node's name; ``registered``
+    maps it to the tags its machine carries) is a candidate only when it carries ``tag``
+    there too. A node not registered in DRP at all stays a candidate (Redis alone decides).
+    """
+    return {n: load for n, load in nodes.items() if n not in registered or tag in registered[n]}
 
 
 def spread(nodes: NodeLoads, count: int) -> list[str | None]:

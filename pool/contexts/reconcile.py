@@ -88,6 +88,7 @@ class Outcome(StrEnum):
     ERROR = "error"
     ORPHAN = "orphan"
     PARKED = "parked"
+    HANDED_OFF = "handed-off"
     NOTHING = "nothing"
 
 
@@ -170,6 +171,41 @@ class Reconciler:
         self.store.ownership.disown(uuid, self.node.name)  # drops a stale owned-set entry only
         return Outcome.REMOVED
 
+    def hand_off(self, uuid: str) -> Outcome:
+        """Give ``uuid`` up to another node of its tag (a drain), under its lease: remove its
+        container here, then disown it and nudge its tag queue. The container is gone before
+        ownership is: no other node can claim it (and start a second agent) earlier.
+
+        Returns:
+            ``HANDED_OFF``, or ``ERROR`` when a container of it is still here (retry later);
+            other outcomes when this node does not own it (any more).
+
+        Raises:
+            EngineError / StoreError: Docker or Redis failed; it is still owned here.
+        """
+        return self._leased(Nudge(uuid=uuid), lambda: self._hand_off(uuid))
+
+    def _hand_off(self, uuid: str) -> Outcome:
+        me = self.node.name
+        if self.store.ownership.owner(uuid) != me:
+            return Outcome.NOTHING
+        self.engine.remove(uuid, me)
+        if self.engine.list_containers(owner=me, uuid=uuid):
+            return Outcome.ERROR  # a removal still in progress: not yet
+        desired = self.store.get_desired(uuid)
+        self.store.ownership.disown(uuid, me)
+        self.store.set_status(uuid, owner=None, state=RunState.PENDING.value, container_id=None)
+        if desired is not None and desired.spec is not None:
+            nudge = Nudge(uuid=uuid, generation=desired.generation)
+            self.publish(nudge, tag_queue(desired.spec.tag))
+        log.info("context %s: handed off (node %s drains)", uuid, me)
+        return Outcome.HANDED_OFF
+
+    def _may_claim(self) -> bool:
+        """Whether this node may claim a context it does not own (not while drained or
+        quarantined: it requeues the nudge instead)."""
+        return placement.may_claim(self.store.admin.get(self.node.name))
+
     def _leased(self, nudge: Nudge, work: Callable[[], Outcome]) -> Outcome:
         uuid = nudge.uuid
         outcome = Outcome.NOTHING
@@ -232,9 +268,9 @@ class Reconciler:
                 present
                 and desired is not None
                 and desired.spec is not None
-                and (desired.spec.tag not in self.node.tags)
+                and (desired.spec.tag not in self.node.tags or not self._may_claim())
             ):
-                # not ours to take: let a node with the right tag do it
+                # not ours to take (another tag, or drained/quarantined): a node that may
                 return self._requeue(uuid, desired, hops)
             claim = self.store.ownership.claim(uuid, me, owner, capacity)
             if claim.outcome == "full":
@@ -259,6 +295,8 @@ class Reconciler:
             return self._requeue(uuid, desired, hops)
         fresh = False
         if owner is None:
+            if not self._may_claim():  # drained or quarantined: another node of the tag
+                return self._requeue(uuid, desired, hops)
             preferred = placement.leave_to_preferred(desired.preferred, me, hops)
             if preferred is not None:
                 record = self.store.members.membership(preferred)

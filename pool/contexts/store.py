@@ -18,6 +18,7 @@ import orjson
 import redis
 from pydantic import ValidationError
 
+from pool.admin import NodeAdmins
 from pool.contexts.locks import Locks
 from pool.contexts.models import ContextSpec, ContextStatus, Desired, DesiredState, RunState
 from pool.contexts.ownership import Ownership
@@ -67,6 +68,7 @@ class StateStore:
         self.members = Members(client, self.keys)
         self.locks = Locks(client, self.keys)
         self.ownership = Ownership(client, self.keys)
+        self.admin = NodeAdmins(client, self.keys)
         self._put_desired = client.register_script(_script("put_desired"))
         self._finalize_absent = client.register_script(_script("finalize_absent"))
         self._resync_begin = client.register_script(_script("resync_begin"))

@@ -6,7 +6,9 @@ Celery nor Docker (import-linter checks it).
 - :mod:`~pool.drp.config`: :class:`~pool.drp.config.DrpConfig` (URL, credentials, TLS);
 - :mod:`~pool.drp.auth`: token lifetime (when a user token is fetched and renewed);
 - :mod:`~pool.drp.client`: the async client (REST, paging, machine tokens, websocket events);
-- :mod:`~pool.drp.sync`: the nodes' thread-safe synchronous token source.
+- :mod:`~pool.drp.sync`: the nodes' thread-safe synchronous token source;
+- :mod:`~pool.drp.rest`: a small synchronous REST client on that token source (a node's own
+  machine params).
 
 Import the modules, not this package: it loads nothing (``params`` must stay cheap to import).
 """

@@ -8,6 +8,7 @@ import socket
 import time
 from typing import Any
 
+from pool.admin import effective_status
 from pool.membership import Membership, NodeAnnotations, NodeStats
 from pool.node.periodic import PeriodicStep
 from pool.node.runtime import NodeRuntime
@@ -34,6 +35,7 @@ class HeartbeatStep(PeriodicStep):
         identity = rt.identity
         assert identity is not None
         settings = rt.settings
+        order = rt.store.admin.get(identity.name)
         record = Membership(
             node=identity.name,
             worker_id=consumer.hostname,
@@ -54,6 +56,7 @@ class HeartbeatStep(PeriodicStep):
                 engine=settings.engine,
                 docker_version=rt.docker_version,
             ),
+            admin=effective_status(order, rt.drain_status),
             started_at=self.started_at,
             heartbeat_at=time.time(),
         )

@@ -7,7 +7,7 @@ from typing import Any
 
 from celery import bootsteps
 
-from pool.errors import CtxpoolError
+from pool.errors import ConfigError, CtxpoolError
 from pool.node.runtime import NodeRuntime, node_runtime
 
 log = logging.getLogger(__name__)
@@ -16,9 +16,10 @@ log = logging.getLogger(__name__)
 class PeriodicStep(bootsteps.StartStopStep):  # type: ignore[misc]
     """Runs :meth:`tick` at start and every :meth:`period_s` on the consumer's timer.
 
-    A tick that raises is logged (expected store/engine trouble without a traceback, anything
-    else with one), counted as a restart in the node's health and tried again next period: the
-    period is the backoff. The loop is unhealthy when no tick succeeded for
+    A tick that raises is logged (expected store/engine trouble as a warning and a
+    configuration problem as an error, both without a traceback; anything else with one),
+    counted as a restart in the node's health and tried again next period: the period is the
+    backoff. The loop is unhealthy when no tick succeeded for
     :meth:`stale_after_s`.
     """
 
@@ -52,6 +53,9 @@ class PeriodicStep(bootsteps.StartStopStep):  # type: ignore[misc]
         rt = node_runtime(consumer.app)
         try:
             self.tick(consumer, rt)
+        except ConfigError as exc:  # the operator must fix it: an error, but no traceback
+            rt.health.failed(self.loop, exc)
+            log.error("node %s: %s failed: %s", rt.settings.node_name, self.loop, exc)
         except CtxpoolError as exc:
             rt.health.failed(self.loop, exc)
             log.warning("node %s: %s failed: %s", rt.settings.node_name, self.loop, exc)

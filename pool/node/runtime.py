@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from pool.admin import AdminStatus
 from pool.calls.drp import DrpCall, DrpWriteBack
 from pool.contexts.engine import DockerEngine
 from pool.contexts.reconcile import NodeIdentity, Reconciler
@@ -35,6 +36,8 @@ class NodeRuntime(Runtime):
         self.cli_queues: list[str] | None = None
         #: Whether the capacity gate has closed the tag queues (shown in the heartbeat).
         self.gated = False
+        #: The drain's latest state and progress (``pool.node.drain``; shown in the heartbeat).
+        self.drain_status = AdminStatus()
         self.docker_version = ""
         self.health = Health("node")
         #: The engine watch's view of the engine (main process).

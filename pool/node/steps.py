@@ -6,7 +6,10 @@ Bootsteps and public signals only; no worker internals are read or patched:
 - :class:`~pool.node.heartbeat.HeartbeatStep`: membership heartbeat;
 - :class:`~pool.node.gating.CapacityGateStep`: stop/resume the tag queues at capacity;
 - :class:`~pool.node.sweeps.SweepScheduleStep`: queue the node's sweep every ``sweep_s``;
+- :class:`~pool.node.drain.DrainStep`: hand contexts to other nodes while drained;
 - :class:`~pool.node.gates.LimitGateStep`: one admission gate per configured limit;
+- :class:`~pool.node.drpmachine.DrpMachineStep`: the node's tags and member name on its DRP
+  machine (``CTXPOOL_DRP_MACHINE``), cleared at shutdown;
 - :class:`~pool.node.health.NodeHealthStep`: start-up checks, ``/healthz`` and ``/metrics``;
 - :class:`~pool.node.engine_watch.EngineWatchStep`: engine outages logged once, counted, and
   followed by a sweep when the engine is back.
@@ -19,6 +22,8 @@ from typing import Any
 from celery import signals
 
 from pool.appconfig import CtxpoolCelery
+from pool.node.drain import DrainStep
+from pool.node.drpmachine import DrpMachineStep
 from pool.node.engine_watch import EngineWatchStep
 from pool.node.gates import LimitGateStep
 from pool.node.gating import CapacityGateStep
@@ -33,8 +38,10 @@ CONSUMER_STEPS = (
     HeartbeatStep,
     CapacityGateStep,
     SweepScheduleStep,
+    DrainStep,
     LimitGateStep,
     EngineWatchStep,
+    DrpMachineStep,
 )
 
 

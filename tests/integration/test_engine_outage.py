@@ -8,6 +8,7 @@ for the sweep period.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import urllib.request
@@ -54,10 +55,8 @@ class SocketProxy:
         if server is not None:
             server.close()
         for conn in conns:
-            try:
+            with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             conn.close()
         self.path.unlink(missing_ok=True)
 
@@ -83,10 +82,8 @@ class SocketProxy:
             pass
         finally:
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
 
 @pytest.fixture
@@ -128,13 +125,13 @@ def test_engine_down_is_logged_once_counted_and_swept_back(
     first = str(uuidlib.uuid4())
     api.apply(ContextSpec(uuid=first, context=ctx_name, image=test_image, tag="ci"))
     wait_for(_running(store, first), 30, what="first context running")
-    wait_for(lambda: "ctxpool_engine_up{node=\"e-1\"} 1.0" in _metrics(port), 10, what="up")
+    wait_for(lambda: 'ctxpool_engine_up{node="e-1"} 1.0' in _metrics(port), 10, what="up")
 
     proxy.cut()
     # meanwhile: a new context arrives, and the first one's container vanishes
     second = str(uuidlib.uuid4())
     api.apply(ContextSpec(uuid=second, context=ctx_name, image=test_image, tag="ci"))
-    wait_for(lambda: "ctxpool_engine_up{node=\"e-1\"} 0.0" in _metrics(port), 15, what="down")
+    wait_for(lambda: 'ctxpool_engine_up{node="e-1"} 0.0' in _metrics(port), 15, what="down")
     assert 'ctxpool_engine_outages_total{node="e-1"} 1.0' in _metrics(port)
     for row in docker_engine.api.containers(all=True, filters={"name": f"drp-{ctx_name}-"}):
         docker_engine.api.remove_container(row["Id"], force=True)
@@ -143,7 +140,7 @@ def test_engine_down_is_logged_once_counted_and_swept_back(
     proxy.restore()
     wait_for(_running(store, first), 30, what="first context back")
     wait_for(_running(store, second), 30, what="second context running")
-    wait_for(lambda: "ctxpool_engine_up{node=\"e-1\"} 1.0" in _metrics(port), 10, what="up")
+    wait_for(lambda: 'ctxpool_engine_up{node="e-1"} 1.0' in _metrics(port), 10, what="up")
     names = {
         c["Names"][0].lstrip("/")
         for c in docker_engine.api.containers(filters={"name": f"drp-{ctx_name}-"})

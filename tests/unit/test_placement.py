@@ -47,3 +47,17 @@ def test_spread_fills_the_least_loaded_node_within_capacity() -> None:
 def test_a_preferred_node_without_a_record_is_waited_for_one_membership_ttl() -> None:
     assert placement.may_still_register(age_s=1.0, membership_ttl_s=30.0)
     assert not placement.may_still_register(age_s=31.0, membership_ttl_s=30.0)
+
+
+def test_drained_or_quarantined_nodes_are_not_offered_new_contexts() -> None:
+    from pool.admin import AdminState, AdminStatus
+    from pool.contexts.placement import offerable
+    from pool.membership import Membership
+
+    record = Membership(node="n1", worker_id="w", incarnation="i", tags=["ci"])
+    assert offerable(record, "ci")
+    assert not offerable(record, "audit")
+    assert not offerable(None, "ci")
+    for state in (AdminState.DRAINING, AdminState.DRAINED, AdminState.QUARANTINED):
+        held = record.model_copy(update={"admin": AdminStatus(state=state)})
+        assert not offerable(held, "ci")
