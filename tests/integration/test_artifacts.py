@@ -49,15 +49,9 @@ ERROR = "docker-context/error"
 IMAGE = "ctxpool-test/runner_v1.2.0"
 
 
-def _needs_file_space() -> None:
-    if not hasattr(DrpSim, "put_file"):
-        support.need(False, "the DRP simulator has no file space yet (branch wt-sim)")
-
-
 @pytest.fixture
 def sim() -> Iterator[DrpSim]:
     """The simulator on every address, so that containers reach it over the bridge."""
-    _needs_file_space()
     with DrpSim(host="0.0.0.0") as s:  # noqa: S104
         yield s
 
@@ -69,20 +63,16 @@ def archived_image(
     """A busybox image of its own, saved to an archive and removed from the engine: it
     exists only as ``(its tag, the archive)``. Whatever loads it is removed afterwards."""
     tag = f"ctxpool-test/archived:{run_id}"
-    support.build_test_image(docker_engine, tag)
-    image = docker_engine.images.get(tag)
-    archive = tmp_path / "archived.tar"
-    with archive.open("wb") as out:
-        for chunk in image.save(named=True):
-            out.write(chunk)
+    image_id = support.build_archived_image(docker_engine, tag)
+    archive = support.save_image_archive(docker_engine, tag, tmp_path / "archived.tar")
     docker_engine.images.remove(tag)
     with pytest.raises(docker.errors.ImageNotFound):
-        docker_engine.images.get(str(image.id))
+        docker_engine.images.get(image_id)
     yield tag, archive
-    for row in docker_engine.api.containers(all=True, filters={"ancestor": str(image.id)}):
+    for row in docker_engine.api.containers(all=True, filters={"ancestor": image_id}):
         docker_engine.api.remove_container(row["Id"], force=True)
     with contextlib.suppress(docker.errors.ImageNotFound):
-        docker_engine.images.remove(str(image.id), force=True)
+        docker_engine.images.remove(image_id, force=True)
 
 
 def _param(sim: DrpSim, uuid: str, key: str) -> Any:
