@@ -7,18 +7,23 @@ process before pool children are forked.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from pool.admin import AdminStatus
 from pool.calls.drp import DrpCall, DrpWriteBack
 from pool.contexts.engine import DockerEngine
 from pool.contexts.reconcile import NodeIdentity, Reconciler
+from pool.contexts.sources import node_engine
 from pool.contexts.sweep import Sweeper
+from pool.drp.errors import DrpConfigError
 from pool.errors import ConfigError
 from pool.health import Health
 from pool.node.enginestate import EngineState
 from pool.queues import DRP_TASK
 from pool.runtime import AppLike, Runtime
+
+log = logging.getLogger(__name__)
 
 
 class NodeRuntime(Runtime):
@@ -48,9 +53,21 @@ class NodeRuntime(Runtime):
 
     @property
     def engine(self) -> DockerEngine:
+        """The Docker engine, with images and drpcli from DRP when ``CTXPOOL_DRP_URL`` is set."""
+        settings = self.settings
+        if self._engine is not None:
+            return self._engine
+        store = self.store
+        tokens = None
+        if settings.drp_url:
+            try:
+                tokens = self.drp_tokens
+            except DrpConfigError as exc:  # the write-back reports it on every call, too
+                log.error("DRP settings are invalid, images and drpcli not from DRP: %s", exc)
+        node = self.identity.name if self.identity is not None else settings.node_name
         with self._lock:
             if self._engine is None:
-                self._engine = DockerEngine.from_settings(self.settings)
+                self._engine = node_engine(settings, store.redis, store.keys, node, tokens)
             return self._engine
 
     @property
