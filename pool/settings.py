@@ -135,7 +135,8 @@ class Settings(BaseSettings):
     )
     state_dir: Path = Field(
         default_factory=_default_state_dir,
-        description="Local state: caches (drpcli, image archives), embedded Redis data.",
+        description="Local state: caches (drpcli, image archives), embedded Redis data, "
+        "a node's per-process metric files.",
     )
     agent_inject: bool = Field(
         True,
@@ -244,6 +245,11 @@ class Settings(BaseSettings):
     def cache_dir(self) -> Path:
         """Content-addressed caches of this host (drpcli, image archives in flight)."""
         return self.state_dir / "cache"
+
+    @property
+    def metrics_dir(self) -> Path:
+        """This node's per-process metric files (emptied at every start of the node)."""
+        return self.state_dir / "metrics" / self.node_name
 
     @field_validator("tags")
     @classmethod

@@ -112,6 +112,19 @@ ensure_rabbitmq() {  # RabbitMQ on 5672 for the broker matrix
   return 1
 }
 
+ensure_promtool() {  # promtool checks deploy/prometheus (config, rules and their unit tests)
+  command -v promtool >/dev/null 2>&1 && return 0
+  # Debian ships promtool only with the server: install it without starting the service
+  # (a policy-rc.d that denies every start, for this install only, unless one exists)
+  local policy=/usr/sbin/policy-rc.d added=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && added=1
+  fi
+  apt_install promtool:prometheus || { [ "$added" -eq 1 ] && rm -f "$policy"; return 1; }
+  [ "$added" -eq 1 ] && rm -f "$policy"
+  return 0
+}
+
 ensure_python() {  # the project and its dev tools, editable
   local stamp="$STATE_DIR/pip.stamp"
   if [ -f "$stamp" ] && [ "$stamp" -nt "$CTXPOOL_ROOT/pyproject.toml" ] \

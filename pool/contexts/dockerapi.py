@@ -1,7 +1,8 @@
 """The one conversion point of docker-py and transport errors into the ctxpool error tree.
 
 Every Docker API call runs inside :func:`engine_call`; its errors leave as ``EngineError``
-subclasses (docker-py's own ``create_api_error_from_http_exception`` is the model).
+subclasses (docker-py's own ``create_api_error_from_http_exception`` is the model), and each is
+counted here by kind (``ctxpool_docker_errors_total{kind}``, :func:`error_kind`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import docker.errors
 import requests
 
 from pool.errors import EngineError, EngineUnavailableError, PermanentContextError
+from pool.instruments import Instruments, instruments
 
 
 class EngineNotFoundError(EngineError):
@@ -24,8 +26,23 @@ class EngineConflictError(EngineError):
     """The engine refused because of a conflicting state (409: name taken, removal running)."""
 
 
-def convert(exc: Exception, what: str) -> EngineError:
-    """Map a docker-py or transport error to the ctxpool tree: the one conversion point.
+def error_kind(err: EngineError) -> str:
+    """The ``kind`` label of a converted error: ``unavailable``, ``not-found``, ``conflict``,
+    ``permanent`` or ``other`` (timeouts, 5xx, unknown)."""
+    if isinstance(err, EngineUnavailableError):
+        return "unavailable"
+    if isinstance(err, EngineNotFoundError):
+        return "not-found"
+    if isinstance(err, EngineConflictError):
+        return "conflict"
+    if isinstance(err, PermanentContextError):
+        return "permanent"
+    return "other"
+
+
+def convert(exc: Exception, what: str, metrics: Instruments | None = None) -> EngineError:
+    """Map a docker-py or transport error to the ctxpool tree, and count it by kind in
+    ``metrics`` (default: this process's :func:`~pool.instruments.instruments`).
 
     - cannot connect → :class:`EngineUnavailableError`;
     - timeouts and other transport trouble, 5xx → :class:`EngineError` (transient);
@@ -33,6 +50,12 @@ def convert(exc: Exception, what: str) -> EngineError:
     - other 4xx (the engine rejects the request as made), and docker-py's own refusals of
       invalid arguments → :class:`PermanentContextError`: retrying the same spec cannot help.
     """
+    err = _convert(exc, what)
+    (metrics or instruments()).docker_error(error_kind(err))
+    return err
+
+
+def _convert(exc: Exception, what: str) -> EngineError:
     # APIError is a requests HTTPError too: classify it by its status first
     if isinstance(exc, docker.errors.APIError):
         detail = exc.explanation or str(exc)

@@ -4,7 +4,8 @@ A lease has a TTL so that a crashed worker cannot wedge its context. Work can ou
 pull of a large image, a slow engine), and a second worker would then start on the same
 context. So every lease held by a process is renewed by one renewer thread of that process,
 every third of the TTL, in one pipelined round trip for all of them, until its holder lets
-go, the same way the limiter renews concurrency slots.
+go, the same way the limiter renews concurrency slots. Each renewal is counted
+(``ctxpool_lease_renewals_total{result}``: renewed, lost, failed).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Iterator
 
 from pool.contexts.store import StateStore
 from pool.errors import CtxpoolError
+from pool.instruments import Instruments, instruments
 
 log = logging.getLogger(__name__)
 
@@ -23,9 +25,10 @@ log = logging.getLogger(__name__)
 class LeaseRenewer:
     """Renews the leases this process holds. Thread-safe; its thread starts on first use."""
 
-    def __init__(self, store: StateStore, ttl_s: float) -> None:
+    def __init__(self, store: StateStore, ttl_s: float, metrics: Instruments | None = None) -> None:
         self.store = store
         self.ttl_s = ttl_s
+        self.metrics = metrics or instruments()
         self._lock = threading.Lock()
         self._held: dict[str, str] = {}  # uuid -> token
         self._wake = threading.Event()
@@ -58,8 +61,11 @@ class LeaseRenewer:
         try:
             held = self.store.locks.renew(leases, self.ttl_s)
         except CtxpoolError as exc:  # Redis trouble: the next round tries again
+            self.metrics.leases_renewed("failed", len(leases))
             log.warning("could not renew %d context leases: %s", len(leases), exc)
             return
+        self.metrics.leases_renewed("renewed", sum(1 for ok in held if ok))
+        self.metrics.leases_renewed("lost", sum(1 for ok in held if not ok))
         for (uuid, token), ok in zip(leases, held, strict=True):
             if not ok:
                 self.lost += 1

@@ -4,6 +4,9 @@ A nudge only names a context. Whoever handles it takes the context's lease, read
 desired state and ownership, and either forwards the nudge to the live owner, claims the
 context, or converges the local Docker engine on it. Duplicated, reordered or stale nudges
 therefore cannot leave a wrong container behind.
+
+Every handled context is counted with its outcome and duration, and every lease taken over
+from a dead holder (:mod:`pool.instruments`).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from pool.contexts.models import (
 )
 from pool.contexts.store import StateStore
 from pool.errors import EngineError, PermanentContextError
+from pool.instruments import EXCEPTION_OUTCOME, Instruments, instruments
 from pool.queues import node_queue, tag_queue
 from pool.settings import Settings
 
@@ -113,6 +117,7 @@ class Reconciler:
         node: NodeIdentity,
         publish: Publisher,
         report: Reporter | None = None,
+        metrics: Instruments | None = None,
     ) -> None:
         self.store = store
         self.engine = engine
@@ -120,7 +125,9 @@ class Reconciler:
         self.node = node
         self.publish = publish
         self.report: Reporter = report or NullReporter()
-        self.leases = LeaseRenewer(store, settings.lock_ttl_s)
+        self.metrics = metrics or instruments()
+        self.metrics.declare_outcomes(o.value for o in Outcome)
+        self.leases = LeaseRenewer(store, settings.lock_ttl_s, self.metrics)
 
     def _tell(self, uuid: str, what: str, send: Callable[[], None]) -> None:
         """Report an outcome; never fails the caller (the next change reports again)."""
@@ -207,6 +214,25 @@ class Reconciler:
         return placement.may_claim(self.store.admin.get(self.node.name))
 
     def _leased(self, nudge: Nudge, work: Callable[[], Outcome]) -> Outcome:
+        """Run ``work`` under the lease of the nudge's context, count its outcome and time.
+
+        A backlogged outcome then holds this worker slot (not the lease: others may work on
+        the context) for one capacity-check period, so that the node's gate closes its tag
+        queues before it could take the same nudge again: no busy loop, the backlog stays in
+        the broker. That pause is not part of the measured time.
+        """
+        started = time.monotonic()
+        try:
+            outcome = self._rounds(nudge, work)
+        except Exception:
+            self.metrics.reconciled(EXCEPTION_OUTCOME, time.monotonic() - started)
+            raise
+        self.metrics.reconciled(outcome.value, time.monotonic() - started)
+        if outcome is Outcome.BACKLOGGED:
+            time.sleep(self.settings.capacity_check_s)
+        return outcome
+
+    def _rounds(self, nudge: Nudge, work: Callable[[], Outcome]) -> Outcome:
         uuid = nudge.uuid
         outcome = Outcome.NOTHING
         for _ in range(MAX_ROUNDS):
@@ -218,6 +244,7 @@ class Reconciler:
                     and self._holder_dead(holder)
                     and self.store.locks.steal(uuid, holder, token, self.settings.lock_ttl_s)
                 ):
+                    self.metrics.lease_stolen()
                     log.warning(
                         "context %s: took over the lease of dead holder %s",
                         uuid,
@@ -233,12 +260,7 @@ class Reconciler:
             finally:
                 released = self.store.locks.release(uuid, token)
             if outcome is Outcome.BACKLOGGED:
-                # Hold this worker slot (not the lease: others may work on the context) for
-                # one capacity-check period, so the node's gate closes its tag queues before
-                # it could take the same nudge again: no busy loop, the backlog stays in the
-                # broker.
-                time.sleep(self.settings.capacity_check_s)
-                return outcome
+                return outcome  # paused by _leased
             if released != 2:
                 if released == 0:
                     log.warning(

@@ -369,6 +369,35 @@ class StateStore:
                 out.append(status)
         return out
 
+    @_converting
+    def node_states(self, node: str) -> dict[RunState, int]:
+        """How many of the contexts ``node`` owns (parked ones included) are in each state, in
+        two round trips: for the node's ``/metrics``.
+
+        Returns:
+            A count for every :class:`RunState` (0 when none); a context without a recorded
+            state counts as pending.
+
+        Raises:
+            StoreError: Redis is unreachable.
+        """
+        with self.redis.pipeline(transaction=False) as pipe:
+            pipe.smembers(self.keys.owned(node))
+            pipe.smembers(self.keys.parked(node))
+            owned, parked = pipe.execute()
+        uuids = sorted(set(owned) | set(parked))
+        counts = dict.fromkeys(RunState, 0)
+        for start in range(0, len(uuids), 500):
+            with self.redis.pipeline(transaction=False) as pipe:
+                for uuid in uuids[start : start + 500]:
+                    pipe.hget(self.keys.status(uuid), "state")
+                for raw in pipe.execute():
+                    try:
+                        counts[RunState(raw or RunState.PENDING.value)] += 1
+                    except ValueError:
+                        log.warning("context state %r is not a known state", raw)
+        return counts
+
     def _build_status(
         self, uuid: str, raw_ctx: dict[str, str], raw_status: dict[str, str], owner: str | None
     ) -> ContextStatus:

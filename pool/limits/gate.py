@@ -14,6 +14,10 @@ process, with its own broker connection), which:
 So the backlog stays in the broker, a worker process never sleeps on a token, a token is only
 taken when a message is in hand (none wasted while work waits), and the node's other queues
 keep flowing. See :mod:`pool.limits.task` for the task side.
+
+Each admission is timed from the moment the gate took the message
+(``ctxpool_gate_wait_seconds{limit}``), and the gate shows how many it holds
+(``ctxpool_gate_waiting{limit}``).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from kombu import Connection, Message, Producer
 from pool.backoff import Backoff
 from pool.errors import CtxpoolError
 from pool.health import Health
+from pool.instruments import Instruments, instruments
 from pool.limits.limiter import Limiter
 from pool.limits.spec import LimitSpec
 from pool.queues import direct_queue, limit_queue, node_queue
@@ -61,6 +66,7 @@ class Held:
     holder: str
     due: float = 0.0  # monotonic time of the next acquire attempt
     throttled: bool = False
+    since: float = 0.0  # monotonic time the gate took it
 
 
 def admission_header(node: str, key: str) -> dict[str, Any]:
@@ -79,6 +85,7 @@ class LimitGate:
         transport_options: dict[str, Any],
         node: str,
         health: Health | None = None,
+        metrics: Instruments | None = None,
     ) -> None:
         self.name = name
         self.spec = spec
@@ -95,6 +102,7 @@ class LimitGate:
         self.admitted = 0
         self.health = health or Health(f"gate-{name}")
         self.loop = f"gate-{name}"
+        self.metrics = metrics or instruments()
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -192,7 +200,7 @@ class LimitGate:
                 message.reject(requeue=False)
                 continue
             key = str(headers.get(H_KEY) or "*")
-            self.held.append(Held(message=message, key=key, holder=task_id))
+            self.held.append(Held(message=message, key=key, holder=task_id, since=time.monotonic()))
         return got
 
     def _admit(self, producer: Producer) -> float | None:
@@ -223,6 +231,7 @@ class LimitGate:
             held.message.ack()
             self.held.remove(held)
             self.admitted += 1
+            self.metrics.gate_admitted(self.name, time.monotonic() - held.since)
             self.limiter.count(self.name, "granted")
             wake = 0.0
         return wake
@@ -260,6 +269,7 @@ class LimitGate:
 
     def _report(self, force: bool = False) -> None:
         held, at = len(self.held), time.monotonic()
+        self.metrics.gate_holds(self.name, held)
         if force or at - self._reported_at >= REPORT_S:  # one write a second, not per message
             try:
                 self.limiter.report_waiting(self.name, self.node, held)

@@ -10,6 +10,7 @@ from celery import bootsteps
 from pool.errors import CtxpoolError
 from pool.health import HealthServer, serve_health
 from pool.node.enginestate import EngineCollector
+from pool.node.metrics import node_collectors
 from pool.node.runtime import node_runtime
 
 log = logging.getLogger(__name__)
@@ -19,7 +20,8 @@ class NodeHealthStep(bootsteps.StartStopStep):  # type: ignore[misc]
     """Reads the engine's version and checks Redis's configuration once at start (problems
     are logged, never fatal: the loops report them), then serves ``/healthz`` (503 when a
     loop is dead or stale) and ``/metrics`` (loop restarts and ages) on
-    ``CTXPOOL_NODE_METRICS_PORT`` (0: none)."""
+    ``CTXPOOL_NODE_METRICS_PORT`` (0: none): loops, engine, and the node's own metrics
+    (:mod:`pool.node.metrics`, every pool process merged)."""
 
     label = "ctxpool-health"
     requires = ("celery.worker.consumer.tasks:Tasks",)
@@ -50,6 +52,7 @@ class NodeHealthStep(bootsteps.StartStopStep):  # type: ignore[misc]
                 port,
                 "0.0.0.0",  # noqa: S104 - metrics are scraped from other hosts
                 EngineCollector(name, rt.engine_state),
+                *node_collectors(name, rt.store),
             )
 
     def shutdown(self, consumer: Any) -> None:

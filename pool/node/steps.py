@@ -3,6 +3,8 @@
 Bootsteps and public signals only; no worker internals are read or patched:
 
 - :class:`~pool.node.identity.NodeIdentityStep` (worker): name, tags, queues, pre-fork;
+- :class:`~pool.node.metrics.NodeMetricsStep` (worker): multiprocess metrics, pre-fork (a
+  pool child's live gauges are dropped when it exits: ``worker_process_shutdown``);
 - :class:`~pool.node.heartbeat.HeartbeatStep`: membership heartbeat;
 - :class:`~pool.node.gating.CapacityGateStep`: stop/resume the tag queues at capacity;
 - :class:`~pool.node.sweeps.SweepScheduleStep`: queue the node's sweep every ``sweep_s``;
@@ -17,6 +19,7 @@ Bootsteps and public signals only; no worker internals are read or patched:
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from celery import signals
@@ -30,6 +33,7 @@ from pool.node.gating import CapacityGateStep
 from pool.node.health import NodeHealthStep
 from pool.node.heartbeat import HeartbeatStep
 from pool.node.identity import NodeIdentityStep
+from pool.node.metrics import NodeMetricsStep, pool_process_exited
 from pool.node.runtime import node_runtime
 from pool.node.sweeps import SweepScheduleStep
 
@@ -49,6 +53,7 @@ def install(app: CtxpoolCelery) -> None:
     """Register the node bootsteps and signals on ``app`` (built with ``NodeRuntime``)."""
     rt = node_runtime(app)
     app.steps["worker"].add(NodeIdentityStep)
+    app.steps["worker"].add(NodeMetricsStep)
     for step in CONSUMER_STEPS:
         app.steps["consumer"].add(step)
 
@@ -60,6 +65,10 @@ def install(app: CtxpoolCelery) -> None:
     @signals.worker_process_init.connect(weak=False)  # type: ignore[untyped-decorator]
     def _after_fork(**_: Any) -> None:
         rt.reset_clients()
+
+    @signals.worker_process_shutdown.connect(weak=False)  # type: ignore[untyped-decorator]
+    def _child_exits(pid: int | None = None, **_: Any) -> None:
+        pool_process_exited(pid or os.getpid())
 
 
 __all__ = ["install"]
