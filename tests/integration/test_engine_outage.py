@@ -138,14 +138,16 @@ def test_engine_down_is_logged_once_counted_and_swept_back(
     wait_for(lambda: store.status(second).state is RunState.ERROR, 15, what="second waits")
 
     proxy.restore()
-    wait_for(_running(store, first), 30, what="first context back")
+
+    def names() -> set[str]:
+        rows = docker_engine.api.containers(filters={"name": f"drp-{ctx_name}-"})
+        return {row["Names"][0].lstrip("/") for row in rows}
+
+    # the first context's status never left "running": only its container proves it is back
+    expected = {f"drp-{ctx_name}-{first}", f"drp-{ctx_name}-{second}"}
+    wait_for(lambda: names() == expected, 30, 0.3, what="both containers running")
     wait_for(_running(store, second), 30, what="second context running")
     wait_for(lambda: 'ctxpool_engine_up{node="e-1"} 1.0' in _metrics(port), 10, what="up")
-    names = {
-        c["Names"][0].lstrip("/")
-        for c in docker_engine.api.containers(filters={"name": f"drp-{ctx_name}-"})
-    }
-    assert names == {f"drp-{ctx_name}-{first}", f"drp-{ctx_name}-{second}"}
 
     log = worker.log()
     assert "Traceback" not in log
