@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pool.contexts.models import Desired, Nudge, Publisher
-from pool.contexts.reconcile import Outcome, Reconciler
+from pool.contexts.outcomes import Outcome
+from pool.contexts.reconcile import Reconciler
 from pool.errors import CtxpoolError
 from pool.queues import DEFAULT_TAG, tag_queue
 

@@ -7,7 +7,7 @@ from typing import Any
 
 from celery import bootsteps
 
-from pool.contexts.reconcile import NodeIdentity
+from pool.contexts.outcomes import NodeIdentity
 from pool.limits.task import check_task_limits
 from pool.node.runtime import node_runtime
 from pool.queues import LIMIT_PREFIX, direct_queue, node_queue, tag_queue, tags_of

@@ -18,7 +18,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from pool.contexts.models import RunState
-from pool.contexts.reconcile import Outcome
+from pool.contexts.outcomes import Outcome
 from pool.contexts.store import StateStore
 from pool.errors import CtxpoolError
 from pool.instruments import enable_multiprocess, instruments, node_collector, process_exited

@@ -13,7 +13,8 @@ from typing import Any
 from pool.admin import AdminStatus
 from pool.calls.drp import DrpCall, DrpWriteBack
 from pool.contexts.engine import DockerEngine
-from pool.contexts.reconcile import NodeIdentity, Reconciler
+from pool.contexts.outcomes import NodeIdentity
+from pool.contexts.reconcile import Reconciler
 from pool.contexts.sources import node_engine
 from pool.contexts.sweep import Sweeper
 from pool.drp.errors import DrpConfigError

@@ -338,7 +338,8 @@ def test_drainer_one_handoff_at_a_time_waits_then_times_out(
     """The drain's mechanism without workers: real Redis, a fake engine, a manual clock."""
     from pool.admin import AdminMode, AdminStatus, NodeAdmin
     from pool.contexts.models import Desired, Nudge
-    from pool.contexts.reconcile import NodeIdentity, Reconciler
+    from pool.contexts.outcomes import NodeIdentity
+    from pool.contexts.reconcile import Reconciler
     from pool.membership import Membership, NodeStats
     from pool.node.drain import Drainer
     from pool.settings import Settings

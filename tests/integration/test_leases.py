@@ -13,7 +13,8 @@ import redis
 
 from pool.contexts.engine import EnsureAction, EnsureResult
 from pool.contexts.models import ContextSpec, Desired, Nudge
-from pool.contexts.reconcile import NodeIdentity, Outcome, Reconciler
+from pool.contexts.outcomes import NodeIdentity, Outcome
+from pool.contexts.reconcile import Reconciler
 from pool.contexts.store import StateStore
 from pool.settings import Settings
 

@@ -24,7 +24,8 @@ from pool.contexts.api import ContextAPI
 from pool.contexts.engine import EnsureAction, EnsureResult
 from pool.contexts.lease import LeaseRenewer
 from pool.contexts.models import ContextSpec, Desired, Nudge, RunState
-from pool.contexts.reconcile import NodeIdentity, Outcome, Reconciler
+from pool.contexts.outcomes import NodeIdentity, Outcome
+from pool.contexts.reconcile import Reconciler
 from pool.contexts.store import StateStore
 from pool.instruments import Instruments
 from pool.settings import Settings

@@ -8,7 +8,8 @@ import pytest
 import redis
 
 from pool.contexts.models import ContextSpec, Desired, Nudge
-from pool.contexts.reconcile import NodeIdentity, Reconciler
+from pool.contexts.outcomes import NodeIdentity
+from pool.contexts.reconcile import Reconciler
 from pool.contexts.store import StateStore
 from pool.contexts.sweep import Sweeper
 from pool.membership import Membership

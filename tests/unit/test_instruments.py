@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from pool.contexts.dockerapi import convert, error_kind
 from pool.contexts.models import RunState
-from pool.contexts.reconcile import Outcome
+from pool.contexts.outcomes import Outcome
 from pool.contexts.store import StateStore
 from pool.instruments import DOCKER_ERROR_KINDS, Instruments
 from pool.node.metrics import ContextStateCollector

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.registry import Collector
 
 from broker_bridge.metrics import BridgeCollector
-from pool.contexts.reconcile import Outcome
+from pool.contexts.outcomes import Outcome
 from pool.contexts.store import StateStore
 from pool.health import Health, HealthCollector
 from pool.instruments import Instruments
