@@ -5,14 +5,15 @@ node's app is :data:`pool.celery.app`."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Mapping
 from functools import cached_property
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 
 from pool.broker import REDIS_TRANSPORT
-from pool.queues import DEFAULT_TAG, TASK_MODULES, tag_queue
+from pool.queues import DEFAULT_TAG, SENT_AT_HEADER, TASK_MODULES, tag_queue
 from pool.runtime import Runtime
 from pool.settings import Settings
 
@@ -99,6 +100,15 @@ class CtxpoolCelery(Celery):  # type: ignore[misc]
         if self._runtime is None:
             self._runtime = self.runtime_cls(self)
         return self._runtime
+
+
+def _stamp_sent_at(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """Every message carries its publish time (``ctxpool_queue_oldest_age_seconds``)."""
+    if headers is not None:
+        headers.setdefault(SENT_AT_HEADER, round(time.time(), 3))
+
+
+signals.before_task_publish.connect(_stamp_sent_at, weak=False, dispatch_uid="ctxpool-sent-at")
 
 
 def create_app(runtime_cls: type[Runtime] = Runtime) -> CtxpoolCelery:

@@ -17,6 +17,7 @@ from pool.contexts.store import StateStore
 from pool.errors import CtxpoolError
 from pool.limits.view import LimitView, limit_views
 from pool.membership import NodeView
+from pool.queuestats import OldestAge
 from pool.settings import Settings, validate_name
 from pool.status import age, collect_status, render_status, table
 
@@ -94,8 +95,9 @@ def _status(
 
     limiter = RedisLimiter.from_url(settings.redis_url, settings.key_prefix)
     depth = _queue_depth(settings)
+    oldest = OldestAge(settings.broker_url)
     while True:
-        report = collect_status(store, settings.limits, limiter, depth)
+        report = collect_status(store, settings.limits, limiter, depth, oldest=oldest)
         text = report.model_dump_json(indent=2) if as_json else render_status(report)
         if watch and not as_json and sys.stdout.isatty():
             print("\033[H\033[2J", end="")
@@ -209,7 +211,11 @@ def _serve_metrics(settings: Settings, store: StateStore, port: int, addr: str) 
 
     registry = CollectorRegistry()
     limiter = RedisLimiter.from_url(settings.redis_url, settings.key_prefix)
-    registry.register(PoolCollector(settings.limits, limiter, store, _queue_depth(settings)))
+    registry.register(
+        PoolCollector(
+            settings.limits, limiter, store, _queue_depth(settings), OldestAge(settings.broker_url)
+        )
+    )
     if port == 0:
         store.ping()  # printing once: a dead Redis is an error, not a 0 gauge
         sys.stdout.write(generate_latest(registry).decode())

@@ -14,7 +14,9 @@ pool-wide). Names:
   ``ctxpool_node_gated{node}``;
 - ``ctxpool_node_admin_state{node,state}``: 1 for the node's state (active, draining, drained,
   quarantined), 0 for the others; ``ctxpool_node_drain_remaining{node}``: contexts a draining
-  node still owns.
+  node still owns;
+- ``ctxpool_queue_depth{queue}`` and (Redis broker) ``ctxpool_queue_oldest_age_seconds{queue}``
+  of every ``tag-``/``node-``/``limit-`` queue: what Flower's metrics lack.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pool.errors import CtxpoolError
 from pool.limits.limiter import COUNTERS, Limiter
 from pool.limits.spec import Limits
 from pool.limits.view import limit_views
+from pool.queuestats import watched_queues
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,7 @@ class PoolCollector(Collector):
         limiter: Limiter,
         store: StateStore,
         queue_depth: Callable[[str], int | None],
+        oldest: Callable[[str], float | None] | None = None,
     ) -> None:
         self.limits, self.limiter, self.store, self.queue_depth = (
             limits,
@@ -51,6 +55,7 @@ class PoolCollector(Collector):
             store,
             queue_depth,
         )
+        self.oldest = oldest
 
     def collect(self) -> Iterator[Metric]:
         up = GaugeMetricFamily("ctxpool_exporter_redis_up", "1 when Redis answered this scrape")
@@ -127,3 +132,20 @@ class PoolCollector(Collector):
                 remaining.add_metric([n.name], n.admin.remaining)
         yield admin
         yield remaining
+        depth = GaugeMetricFamily(
+            "ctxpool_queue_depth", "Messages waiting in the queue", labels=["queue"]
+        )
+        age = GaugeMetricFamily(
+            "ctxpool_queue_oldest_age_seconds",
+            "Age of the queue's oldest message (Redis broker; absent when empty or unknown)",
+            labels=["queue"],
+        )
+        for queue in watched_queues(nodes, self.limits):
+            waiting = self.queue_depth(queue)
+            if waiting is not None:
+                depth.add_metric([queue], waiting)
+            oldest = self.oldest(queue) if self.oldest is not None and waiting else None
+            if oldest is not None:
+                age.add_metric([queue], oldest)
+        yield depth
+        yield age

@@ -11,6 +11,8 @@ TAG_PREFIX = "tag-"
 NODE_PREFIX = "node-"
 LIMIT_PREFIX = "limit-"
 DEFAULT_TAG = "default"
+#: Message header with the unix time a message was published (the age of a queue's oldest).
+SENT_AT_HEADER = "ctxpool-sent-at"
 
 #: Task modules every ctxpool app includes, and the task names the runtime sends.
 TASK_MODULES = ("tasks.contexts", "tasks.integrations")

@@ -17,7 +17,7 @@ from pool.limits.limiter import Limiter
 from pool.limits.spec import Limits
 from pool.limits.view import LimitView, limit_views
 from pool.membership import NodeView
-from pool.queues import limit_queue, node_queue, tag_queue
+from pool.queuestats import watched_queues
 
 #: Errors shown (newest first).
 LAST_ERRORS = 5
@@ -46,6 +46,7 @@ def age(ts: float | None, now: float) -> str:
 class QueueDepth(BaseModel):
     queue: str
     depth: int | None  # None: the broker could not tell
+    oldest_age_s: float | None = None  # Redis broker only
 
 
 class StatusReport(BaseModel):
@@ -66,6 +67,7 @@ def collect_status(
     limiter: Limiter,
     queue_depth: Callable[[str], int | None],
     now: float | None = None,
+    oldest: Callable[[str], float | None] | None = None,
 ) -> StatusReport:
     """Read the pool's state.
 
@@ -78,23 +80,26 @@ def collect_status(
     errors = sorted(
         (s for s in statuses if s.last_error), key=lambda s: s.updated_at or 0.0, reverse=True
     )
-    tags = sorted(
-        {t for v in nodes if v.record for t in v.record.tags} | {s.tag for s in statuses if s.tag}
-    )
-    names = (
-        [tag_queue(t) for t in tags]
-        + [node_queue(v.name) for v in nodes if v.alive]
-        + [limit_queue(name) for name in sorted(limits.specs)]
-    )
+    names = watched_queues(nodes, limits, {s.tag for s in statuses if s.tag})
     return StatusReport(
         at=time.time() if now is None else now,
         nodes=nodes,
         contexts=len(statuses),
         by_state=dict(sorted(by_state.items())),
         last_errors=errors[:LAST_ERRORS],
-        queues=[QueueDepth(queue=q, depth=queue_depth(q)) for q in names],
+        queues=[
+            QueueDepth(queue=q, depth=queue_depth(q), oldest_age_s=oldest(q) if oldest else None)
+            for q in names
+        ],
         limits=limit_views(limits, limiter, queue_depth),
     )
+
+
+def _queue(q: QueueDepth) -> str:
+    text = f"{q.queue}={'?' if q.depth is None else q.depth}"
+    if q.depth and q.oldest_age_s is not None:
+        text += f" (oldest {q.oldest_age_s:.0f}s)"
+    return text
 
 
 def render_status(report: StatusReport) -> str:
@@ -125,9 +130,7 @@ def render_status(report: StatusReport) -> str:
         parts.append(f"  {s.uuid} [{s.state.value}] {age(s.updated_at, now)} ago: {s.last_error}")
     parts += [
         "",
-        "QUEUES  " + "  ".join(
-            f"{q.queue}={'?' if q.depth is None else q.depth}" for q in report.queues
-        ),
+        "QUEUES  " + "  ".join(_queue(q) for q in report.queues),
         "LIMITS  " + "  ".join(
             f"{lv.name}: {lv.definition} (waiting {lv.waiters}, in flight "
             f"{sum(b.in_flight for b in lv.buckets)})"

@@ -14,6 +14,7 @@ from pool.contexts.store import StateStore
 from pool.drp.params import AGENT_SEEN_PARAM, OWNER_PARAMS, TAG_PARAMS, UNPLACED
 from pool.errors import CtxpoolError
 from pool.limits.limiter import RedisLimiter
+from pool.queuestats import OldestAge
 from pool.settings import Settings
 from pool.status import collect_status, render_status, table
 
@@ -40,6 +41,7 @@ class Summary:
         self.limiter = RedisLimiter.from_url(self.settings.redis_url, self.settings.key_prefix)
         self.app = create_app()
         self.app.use_settings(self.settings)
+        self.oldest = OldestAge(self.settings.broker_url)
         self.drp_url = drp_url
         self.token = token
         self.session = requests.Session()
@@ -95,7 +97,11 @@ class Summary:
     def render(self) -> str:
         try:
             report = collect_status(
-                self.store, self.settings.limits, self.limiter, self.app.runtime.queue_depth
+                self.store,
+                self.settings.limits,
+                self.limiter,
+                self.app.runtime.queue_depth,
+                oldest=self.oldest,
             )
             return f"{render_status(report)}\n\n{self.round_trips()}"
         except CtxpoolError as exc:

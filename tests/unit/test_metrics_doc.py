@@ -73,7 +73,7 @@ def test_the_exporter_is_documented(store: StateStore) -> None:
     limits = Limits.model_validate("http=5/s per {host}")
     spec = limits.get("http")
     limiter.acquire("http", "h1", spec, "holder")
-    exporter = exposed(PoolCollector(limits, limiter, store, lambda q: 0))
+    exporter = exposed(PoolCollector(limits, limiter, store, lambda q: 2, lambda q: 5.0))
     assert exporter == documented()["exporter"]
 
 
