@@ -114,9 +114,9 @@ def test_cli_progress_bar_updates(
     start_worker("p1", [f"tag-{tag}"], concurrency=2)
     env = {**os.environ, **pool_env}
     proc = subprocess.run(
-        [sys.executable, "-m", "pool.cli", "audit", "run", "noop", "--tag", tag,
-         "--param", "sleep_s=0.02", "--param", "fail=bad-*", "--wait", "--interval", "0.2",
-         *_targets(150)],
+        [sys.executable, "-m", "pool.cli", "audit", "run", "noop", *_targets(150),
+         "--tag", tag, "--param", "sleep_s=0.02", "--param", "fail=bad-*", "--wait",
+         "--interval", "0.2"],
         env=env, capture_output=True, text=True, timeout=180,
     )  # fmt: skip
     assert proc.returncode == 1, proc.stderr  # some targets fail: exit status 1
