@@ -27,6 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import tasks.audits  # noqa: F401 - registers tasks.audits.item on every app
 from pool.appconfig import create_app
 from pool.audits.models import ItemPayload
 from pool.audits.service import Audits
