@@ -14,7 +14,10 @@ pool-wide). Names:
   ``ctxpool_node_gated{node}``;
 - ``ctxpool_node_admin_state{node,state}``: 1 for the node's state (active, draining, drained,
   quarantined), 0 for the others; ``ctxpool_node_drain_remaining{node}``: contexts a draining
-  node still owns.
+  node still owns;
+- ``ctxpool_audit_items{check,state}``: items of the audit batches still kept (retention), by
+  check and state (pending, running, pass, fail, error, timeout);
+  ``ctxpool_audit_batches{check,state="running|complete"}``: those batches.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from pool.admin import AdminState
+from pool.audits.models import STATES
+from pool.audits.records import AuditRecords
 from pool.contexts.store import StateStore
 from pool.errors import CtxpoolError
 from pool.limits.limiter import COUNTERS, Limiter
@@ -33,6 +38,9 @@ from pool.limits.spec import Limits
 from pool.limits.view import limit_views
 
 log = logging.getLogger(__name__)
+
+#: Newest audit batches the exporter reads per scrape (one pipelined round trip).
+AUDIT_BATCHES_READ = 200
 
 
 class PoolCollector(Collector):
@@ -127,3 +135,34 @@ class PoolCollector(Collector):
                 remaining.add_metric([n.name], n.admin.remaining)
         yield admin
         yield remaining
+        yield from self._audits()
+
+    def _audits(self) -> Iterator[Metric]:
+        items = GaugeMetricFamily(
+            "ctxpool_audit_items",
+            "Items of kept audit batches, by check and state",
+            labels=["check", "state"],
+        )
+        batches = GaugeMetricFamily(
+            "ctxpool_audit_batches", "Kept audit batches, by check and state",
+            labels=["check", "state"],
+        )  # fmt: skip
+        try:
+            infos = AuditRecords(self.store.redis, self.store.keys).recent(AUDIT_BATCHES_READ)
+        except CtxpoolError as exc:
+            log.warning("metrics: audits: %s", exc)
+            infos = []
+        by_item: dict[tuple[str, str], int] = {}
+        by_batch: dict[tuple[str, str], int] = {}
+        for info in infos:
+            for state in STATES:
+                key = (info.check, state)
+                by_item[key] = by_item.get(key, 0) + info.counts.get(state, 0)
+            bkey = (info.check, "complete" if info.complete else "running")
+            by_batch[bkey] = by_batch.get(bkey, 0) + 1
+        for (check, item_state), n in sorted(by_item.items()):
+            items.add_metric([check, item_state], n)
+        for (check, batch_state), n in sorted(by_batch.items()):
+            batches.add_metric([check, batch_state], n)
+        yield items
+        yield batches
