@@ -162,3 +162,41 @@ def test_two_beats_one_batch(
     assert f"schedule {name}: batch {mine[0].batch} created" in log, log[-3000:]
     assert f"schedule {name}: batch {mine[0].batch} existed" in log, log[-3000:]
     audits.wait(mine[0].batch, timeout_s=60)
+
+
+def test_broker_restarted_empty_mid_batch(
+    start_worker: Callable[..., support.Worker],
+    pool_env: dict[str, str],
+    tmp_path: Path,
+    tag: str,
+) -> None:
+    """The broker (a Redis of the test's own) is killed and comes back empty mid-batch: the
+    queued messages are gone; the record (state store) is not. The sweep sends the pending
+    items again and the batch completes with 500 results, none counted twice."""
+    from pool.appconfig import create_app
+    from tests.conftest import _settings_from
+
+    broker = support.RedisServer(tmp_path).start()
+    try:
+        env = {"CTXPOOL_BROKER_URL": broker.url, "CTXPOOL_AUDIT_SWEEP_S": "1",
+               "CTXPOOL_AUDIT_GRACE_S": "1", "CTXPOOL_AUDIT_PENDING_AFTER_S": "3"}  # fmt: skip
+        app = create_app()
+        app.use_settings(_settings_from({**pool_env, **env}))
+        audits = Audits(app)
+        start_worker("r1", [f"tag-{tag}"], **env)
+        start_worker("r2", [f"tag-{tag}"], **env)
+        targets = _targets(N)
+        batch = audits.submit(
+            "noop", targets, {"fail": "bad-*", "sleep_s": 0.05, "timeout_s": 2}, tag=tag
+        )
+        support.wait_for(lambda: _done(audits, batch) >= 60, 60, what="some progress")
+        broker.kill()
+        lost_at = _done(audits, batch)
+        broker.start()  # empty: every queued item message is gone
+        info = audits.wait(batch, timeout_s=240)
+        _assert_complete(audits, batch, targets)
+        assert lost_at < N
+        assert info.resent > 0, "nothing was sent again: the messages cannot have been lost"
+        app.close()
+    finally:
+        broker.kill()
