@@ -16,7 +16,10 @@ pool-wide). Names:
   quarantined), 0 for the others; ``ctxpool_node_drain_remaining{node}``: contexts a draining
   node still owns;
 - ``ctxpool_queue_depth{queue}`` and (Redis broker) ``ctxpool_queue_oldest_age_seconds{queue}``
-  of every ``tag-``/``node-``/``limit-`` queue: what Flower's metrics lack.
+  of every ``tag-``/``node-``/``limit-`` queue: what Flower's metrics lack;
+- ``ctxpool_audit_items{check,state}``: items of the audit batches still kept (retention), by
+  check and state (pending, running, pass, fail, error, timeout);
+  ``ctxpool_audit_batches{check,state="running|complete"}``: those batches.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from pool.admin import AdminState
+from pool.audits.models import STATES
+from pool.audits.records import AuditRecords
 from pool.contexts.store import StateStore
 from pool.errors import CtxpoolError
 from pool.limits.limiter import COUNTERS, Limiter
@@ -36,6 +41,9 @@ from pool.limits.view import limit_views
 from pool.queuestats import watched_queues
 
 log = logging.getLogger(__name__)
+
+#: Newest audit batches the exporter reads per scrape (one pipelined round trip).
+AUDIT_BATCHES_READ = 200
 
 
 class PoolCollector(Collector):
@@ -149,3 +157,34 @@ class PoolCollector(Collector):
                 age.add_metric([queue], oldest)
         yield depth
         yield age
+        yield from self._audits()
+
+    def _audits(self) -> Iterator[Metric]:
+        items = GaugeMetricFamily(
+            "ctxpool_audit_items",
+            "Items of kept audit batches, by check and state",
+            labels=["check", "state"],
+        )
+        batches = GaugeMetricFamily(
+            "ctxpool_audit_batches", "Kept audit batches, by check and state",
+            labels=["check", "state"],
+        )  # fmt: skip
+        try:
+            infos = AuditRecords(self.store.redis, self.store.keys).recent(AUDIT_BATCHES_READ)
+        except CtxpoolError as exc:
+            log.warning("metrics: audits: %s", exc)
+            infos = []
+        by_item: dict[tuple[str, str], int] = {}
+        by_batch: dict[tuple[str, str], int] = {}
+        for info in infos:
+            for state in STATES:
+                key = (info.check, state)
+                by_item[key] = by_item.get(key, 0) + info.counts.get(state, 0)
+            bkey = (info.check, "complete" if info.complete else "running")
+            by_batch[bkey] = by_batch.get(bkey, 0) + 1
+        for (check, item_state), n in sorted(by_item.items()):
+            items.add_metric([check, item_state], n)
+        for (check, batch_state), n in sorted(by_batch.items()):
+            batches.add_metric([check, batch_state], n)
+        yield items
+        yield batches

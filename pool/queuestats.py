@@ -13,7 +13,7 @@ import redis
 
 from pool.limits.spec import Limits
 from pool.membership import NodeView
-from pool.queues import SENT_AT_HEADER, limit_queue, node_queue, tag_queue
+from pool.queues import SENT_AT_HEADER, audit_queue, limit_queue, node_queue, tag_queue
 
 log = logging.getLogger(__name__)
 
@@ -21,12 +21,13 @@ log = logging.getLogger(__name__)
 def watched_queues(
     nodes: Iterable[NodeView], limits: Limits, tags: Iterable[str] = ()
 ) -> list[str]:
-    """The queues worth watching: every tag the nodes (or ``tags``) name, every live node's
-    own queue, every limit's queue."""
+    """The queues worth watching: every tag the nodes (or ``tags``) name (its context queue
+    and its audit queue), every live node's own queue, every limit's queue."""
     views = list(nodes)
     all_tags = {t for v in views if v.record for t in v.record.tags} | set(tags)
     return (
         [tag_queue(t) for t in sorted(all_tags)]
+        + [audit_queue(t) for t in sorted(all_tags)]
         + [node_queue(v.name) for v in views if v.alive]
         + [limit_queue(name) for name in sorted(limits.specs)]
     )

@@ -35,3 +35,10 @@ def celery_http(url: str) -> int:
 )
 def needs_limit() -> None:
     return None
+
+
+@app.task(name="tests.noop_count", ignore_result=True)  # type: ignore[untyped-decorator]
+def noop_count(key: str) -> None:
+    """A plain Celery no-op that counts its completion (one Redis INCR): the baseline of the
+    audit throughput benchmark."""
+    app.runtime.store.redis.incr(key)

@@ -16,7 +16,8 @@ from pool.errors import CtxpoolError
 from pool.limits.limiter import RedisLimiter
 from pool.queuestats import OldestAge
 from pool.settings import Settings
-from pool.status import collect_status, render_status, table
+from pool.status import collect_status, render_status
+from pool.textfmt import table
 
 log = logging.getLogger(__name__)
 

@@ -58,7 +58,8 @@ def test_node_registers_queues_and_membership(
     assert "'name': 'node-node-a1'" in out
     record = wait_for(lambda: store.members.membership("node-a1"), what="membership record")
     assert record.tags == ["ci"]
-    assert sorted(record.queues) == ["node-node-a1", "tag-ci"]
+    assert "'name': 'audit-ci'" in out  # audit items for its tag (never gated)
+    assert sorted(record.queues) == ["audit-ci", "node-node-a1", "tag-ci"]
     assert record.worker_id.startswith("node-a1@")
     assert record.stats.capacity == 20
     assert record.annotations.engine == "docker-context"

@@ -61,6 +61,13 @@ def exposed(*collectors: Collector) -> dict[str, tuple[str, frozenset[str]]]:
 def store() -> StateStore:
     store = StateStore(fakeredis.FakeRedis(decode_responses=True), "t:")
     store.redis.sadd(store.keys.owned("n1"), "a")
+    # an audit batch's record as the Lua scripts leave it (fakeredis has no Lua here)
+    store.redis.hset(
+        store.keys.audit("b1"),
+        mapping={"check": "noop", "total": 2, "pending": 1, "pass": 1, "done": 1,
+                 "created_at": 1.0, "params": "{}"},
+    )  # fmt: skip
+    store.redis.zadd(store.keys.audits, {"b1": 1.0})
     return store
 
 
@@ -92,6 +99,7 @@ def test_a_node_is_documented(store: StateStore) -> None:
     metrics.gate_holds("http", 0)
     metrics.gate_admitted("http", 0.1)
     metrics.lease_stolen()
+    metrics.audit_item("noop", "pass", 0.01)
     node = exposed(
         HealthCollector(health),
         EngineCollector("n1", EngineState()),
