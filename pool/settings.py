@@ -113,6 +113,16 @@ class Settings(BaseSettings):
     call_record_ttl_s: int = Field(
         86400, ge=60, description="How long results of integration calls are kept."
     )
+    redfish_username: str | None = Field(
+        None, description="Audits: BMC user for Redfish checks whose params name none."
+    )
+    redfish_password: SecretStr | None = Field(None, description="Audits: BMC password.")
+    redfish_ca_bundle: str | None = Field(
+        None, description="Audits: CA bundle to verify BMCs' TLS with (default: system CAs)."
+    )
+    redfish_verify_tls: bool = Field(
+        True, description="Audits: verify BMCs' TLS (self-signed BMCs: a CA bundle, or false)."
+    )
     drp_url: str | None = Field(None, description="DRP endpoint, e.g. https://drp:8092.")
     drp_token: SecretStr | None = Field(None, description="DRP API token (Bearer).")
     drp_username: str | None = Field(None, description="DRP user (with drp_password).")
