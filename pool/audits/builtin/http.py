@@ -52,6 +52,11 @@ class HttpParams(BaseModel):
     ca_bundle: str | None = None
     timeout_s: float = Field(10.0, gt=0, le=600)
 
+    @field_validator("method", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
     @field_validator("body_regex")
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
