@@ -496,3 +496,20 @@ def test_container_check_unknown_command_is_an_error_and_removed(
     result = container_check(engine, {"image": test_image, "command": ["/no/such/binary"]})
     assert result.result in ("error", "fail"), result
     assert list_jobs(docker_engine, "checks-test") == []
+
+
+def test_remove_stale_jobs_finds_leftovers_by_label(
+    engine: DockerEngine, test_image: str, docker_engine: docker.DockerClient
+) -> None:
+    """A job container left behind (a node killed mid-job) is found by its labels once its
+    expiry has passed, and only then."""
+    from pool.contexts.jobs import job_kwargs, remove_stale_jobs
+
+    job = JobSpec(image=test_image, command=["sleep", "60"], timeout_s=5)
+    kwargs = job_kwargs(job, engine.settings, "ctxpool-job-leftover", "checks-test", time.time())
+    docker_engine.containers.create(test_image, **kwargs)
+    assert remove_stale_jobs(docker_engine, "checks-test") == 0
+    assert len(list_jobs(docker_engine, "checks-test")) == 1
+    assert remove_stale_jobs(docker_engine, "other-node", now=time.time() + 3600) == 0
+    assert remove_stale_jobs(docker_engine, "checks-test", now=time.time() + 3600) == 1
+    assert list_jobs(docker_engine, "checks-test") == []
