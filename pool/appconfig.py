@@ -12,7 +12,7 @@ from typing import Any
 from celery import Celery
 
 from pool.broker import REDIS_TRANSPORT
-from pool.queues import DEFAULT_TAG, TASK_MODULES, tag_queue
+from pool.queues import AUDIT_SCHEDULED_TASK, DEFAULT_TAG, TASK_MODULES, audit_queue, tag_queue
 from pool.runtime import Runtime
 from pool.settings import Settings
 
@@ -52,7 +52,32 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "worker_send_task_events": settings.send_events,
         "task_send_sent_event": settings.send_events,
         "worker_redirect_stdouts": False,
+        "beat_schedule": beat_schedule(settings),
+        "enable_utc": True,
+        "timezone": "UTC",
     }
+
+
+def beat_schedule(settings: Settings) -> dict[str, Any]:
+    """Celery beat entries of the configured audit schedules (``CTXPOOL_AUDIT_SCHEDULES``).
+
+    Each fires ``tasks.audits.scheduled`` on ``audit-<tag>``; the batch id is derived from the
+    schedule's name and due time, so a second beat process makes no second batch.
+    """
+    if not settings.audit_schedules:
+        return {}
+    from celery.schedules import crontab
+
+    entries: dict[str, Any] = {}
+    for sched in settings.audit_schedules:
+        minute, hour, day, month, weekday = sched.crontab.split()
+        entries[f"audit:{sched.name}"] = {
+            "task": AUDIT_SCHEDULED_TASK,
+            "schedule": crontab(minute, hour, weekday, day, month),
+            "kwargs": {"name": sched.name},
+            "options": {"queue": audit_queue(sched.tag), "expires": 3600},
+        }
+    return entries
 
 
 class _LazyConfig(Mapping[str, Any]):

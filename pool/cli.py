@@ -12,13 +12,15 @@ from collections.abc import Callable, Sequence
 from pydantic import ValidationError
 
 from pool.admin import AdminState, NodeAdmin, describe, format_duration, parse_duration_s
+from pool.audits import cli as audit_cli
 from pool.contexts.models import ContextStatus
 from pool.contexts.store import StateStore
 from pool.errors import CtxpoolError
 from pool.limits.view import LimitView, limit_views
 from pool.membership import NodeView
 from pool.settings import Settings, validate_name
-from pool.status import age, collect_status, render_status, table
+from pool.status import collect_status, render_status
+from pool.textfmt import age, table
 
 
 def format_nodes(views: list[NodeView], now: float) -> str:
@@ -261,6 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     m = sub.add_parser("metrics", help="serve Prometheus metrics (pool-wide)")
     m.add_argument("--port", type=int, default=9808, help="port; 0 prints them once and exits")
     m.add_argument("--addr", default="0.0.0.0", help="address to listen on")  # noqa: S104
+    audit_cli.add_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "bridge":  # a process of its own: pool never imports broker_bridge
         os.execvp(sys.executable, [sys.executable, "-m", "broker_bridge"])  # noqa: S606
@@ -271,6 +274,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = Settings()
         store = StateStore.from_url(settings.redis_url, settings.key_prefix)
         now = time.time()
+        if args.command == "audit":
+            from pool.appconfig import create_app
+
+            app = create_app()
+            app.use_settings(settings)
+            return audit_cli.main(args, app)
         if args.command == "metrics":
             return _serve_metrics(settings, store, args.port, args.addr)
         if args.command in ("drain", "quarantine", "undrain", "unquarantine"):

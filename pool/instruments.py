@@ -26,7 +26,9 @@ Metric names (all on the node's ``/metrics``):
   node's gate for a token; ``ctxpool_gate_waiting{limit}``: calls the gate holds now;
 - ``ctxpool_lease_renewals_total{result}``: context leases renewed while work ran, by
   ``renewed``, ``lost`` (expired or taken meanwhile), ``failed`` (Redis did not answer);
-- ``ctxpool_lease_steals_total``: leases taken over from a dead holder.
+- ``ctxpool_lease_steals_total``: leases taken over from a dead holder;
+- ``ctxpool_audit_item_duration_seconds{check,result}`` (histogram): wall time of one audit
+  item on this node, by check and final result (pass, fail, error, timeout).
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ RENEWAL_RESULTS = ("renewed", "lost", "failed")
 #: From a context already converged (a few Redis round trips) to an image pull.
 RECONCILE_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 #: From an idle limit (admitted at once) to a long backlog behind a slow limit.
+#: From a no-op check to a slow BMC or a container check.
+AUDIT_ITEM_BUCKETS_S = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 GATE_WAIT_BUCKETS_S = (0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
 
 
@@ -110,6 +114,13 @@ class Instruments:
             "Context leases taken over from a dead holder",
             registry=self.registry,
         )
+        self.audit_item_duration = Histogram(
+            "ctxpool_audit_item_duration_seconds",
+            "Wall time of one audit item on this node, by check and result",
+            ["check", "result"],
+            buckets=AUDIT_ITEM_BUCKETS_S,
+            registry=self.registry,
+        )
         self.declare_outcomes((EXCEPTION_OUTCOME,))
         for kind in DOCKER_ERROR_KINDS:
             self.docker_errors.labels(kind)
@@ -144,6 +155,10 @@ class Instruments:
         """``count`` lease renewals ended with ``result`` (one of :data:`RENEWAL_RESULTS`)."""
         if count:
             self.lease_renewals.labels(result).inc(count)
+
+    def audit_item(self, check: str, result: str, duration_s: float) -> None:
+        """One audit item of ``check`` ended with ``result`` after ``duration_s`` seconds."""
+        self.audit_item_duration.labels(check, result).observe(duration_s)
 
     def lease_stolen(self) -> None:
         """A lease was taken over from a dead holder."""

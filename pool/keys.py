@@ -32,6 +32,18 @@ Owners and lifetimes:
     limit:<n>:stats    hash of counters (granted, throttled, deferred, stale, failed).
     limit:<n>:waiting  hash node -> "<held messages> <unix ms>", written by each node's gate.
     call:<task id>     string JSON, result of an integration call; TTL call_record_ttl_s.
+    audit:<batch>      hash, an audit batch's record: check, version, params, tag, total,
+                       counts by state, times. Created by the producer (Lua, idempotent), moved
+                       by the nodes' item scripts; TTL audit_retention_s, renewed when the
+                       batch completes. With it, same TTL:
+    audit:<batch>:targets  hash item index -> target.
+    audit:<batch>:state    hash item index -> running|pass|fail|error|timeout (absent: pending).
+    audit:<batch>:running  zset item index -> unix time its current run started.
+    audit:<batch>:run      hash item index -> token of its current run.
+    audit:<batch>:results  hash item index -> JSON result (final items only).
+    audits             zset batch -> creation time (listing); entries older than the retention
+                       or whose record expired are trimmed by the audit sweep.
+    audit-sweep-lease  string, lease of the pool-wide audit sweep (one node per period).
 """
 
 from __future__ import annotations
@@ -112,3 +124,18 @@ class Keys:
 
     def call(self, task_id: str) -> str:
         return f"{self.prefix}call:{task_id}"
+
+    def audit(self, batch: str) -> str:
+        return f"{self.prefix}audit:{batch}"
+
+    def audit_part(self, batch: str, part: str) -> str:
+        """``audit:<batch>:<part>``: targets, state, running, run, results."""
+        return f"{self.prefix}audit:{batch}:{part}"
+
+    @property
+    def audits(self) -> str:
+        return f"{self.prefix}audits"
+
+    @property
+    def audit_sweep_lease(self) -> str:
+        return f"{self.prefix}audit-sweep-lease"

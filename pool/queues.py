@@ -1,5 +1,5 @@
 """What travels on the broker: queue names (``tag-<tag>`` per tag, ``node-<node>`` per node,
-``limit-<limit>`` per limit) and task names."""
+``limit-<limit>`` per limit, ``audit-<tag>`` per tag) and task names."""
 
 from __future__ import annotations
 
@@ -10,14 +10,17 @@ from kombu import Exchange, Queue
 TAG_PREFIX = "tag-"
 NODE_PREFIX = "node-"
 LIMIT_PREFIX = "limit-"
+AUDIT_PREFIX = "audit-"
 DEFAULT_TAG = "default"
 
 #: Task modules every ctxpool app includes, and the task names the runtime sends.
-TASK_MODULES = ("tasks.contexts", "tasks.integrations")
+TASK_MODULES = ("tasks.contexts", "tasks.integrations", "tasks.audits")
 RECONCILE_TASK = "tasks.contexts.reconcile"
 SWEEP_TASK = "tasks.contexts.sweep"
 DRP_TASK = "tasks.integrations.drp"
 HTTP_TASK = "tasks.integrations.http"
+AUDIT_ITEM_TASK = "tasks.audits.item"
+AUDIT_SCHEDULED_TASK = "tasks.audits.scheduled"
 
 
 def tag_queue(tag: str) -> str:
@@ -26,6 +29,12 @@ def tag_queue(tag: str) -> str:
 
 def node_queue(node: str) -> str:
     return f"{NODE_PREFIX}{node}"
+
+
+def audit_queue(tag: str) -> str:
+    """The queue of audit items for nodes with ``tag``. Unlike ``tag-<tag>``, the capacity gate
+    never closes it: audit items are short and take no context slot."""
+    return f"{AUDIT_PREFIX}{tag}"
 
 
 def limit_queue(limit: str) -> str:

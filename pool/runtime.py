@@ -41,6 +41,9 @@ class AppLike(Protocol):
 
     def producer_or_acquire(self, producer: Any = None) -> Any: ...
 
+    @property
+    def amqp(self) -> Any: ...
+
 
 class Runtime:
     """Lazily built clients for one process (thread-safe)."""

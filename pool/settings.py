@@ -22,6 +22,7 @@ from pydantic_settings import (
 )
 
 from pool.limits.spec import Limits
+from pool.schedule import AuditSchedule
 
 #: Linux capabilities a context spec may add back (everything else stays dropped).
 DEFAULT_CAP_ALLOWLIST = ("CHOWN", "DAC_OVERRIDE", "FOWNER", "SETGID", "SETUID", "NET_BIND_SERVICE")
@@ -122,6 +123,22 @@ class Settings(BaseSettings):
     )
     redfish_verify_tls: bool = Field(
         True, description="Audits: verify BMCs' TLS (self-signed BMCs: a CA bundle, or false)."
+    )
+    audit_retention_s: int = Field(
+        7 * 86400, ge=60, description="How long audit batches and results are kept."
+    )
+    audit_sweep_s: float = Field(30.0, gt=0, description="Period of the audit batch sweep.")
+    audit_grace_s: float = Field(
+        30.0, ge=0, description="A running audit item is sent again after timeout + this."
+    )
+    audit_pending_after_s: float = Field(
+        120.0,
+        gt=0,
+        description="Pending audit items are sent again after the batch made no progress "
+        "for this long (their messages were lost).",
+    )
+    audit_schedules: list[AuditSchedule] = Field(
+        default_factory=list, description="Scheduled audits (JSON list; see README Audits)."
     )
     drp_url: str | None = Field(None, description="DRP endpoint, e.g. https://drp:8092.")
     drp_token: SecretStr | None = Field(None, description="DRP API token (Bearer).")

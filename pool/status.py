@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from pydantic import BaseModel
 
 from pool.admin import describe
+from pool.audits.models import BatchInfo
+from pool.audits.records import AuditRecords
 from pool.contexts.models import ContextStatus
 from pool.contexts.store import StateStore
 from pool.limits.limiter import Limiter
@@ -18,29 +20,12 @@ from pool.limits.spec import Limits
 from pool.limits.view import LimitView, limit_views
 from pool.membership import NodeView
 from pool.queues import limit_queue, node_queue, tag_queue
+from pool.textfmt import age, table
 
 #: Errors shown (newest first).
 LAST_ERRORS = 5
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    """A plain text table, columns padded to their widest cell."""
-    widths = [len(h) for h in headers]
-    for row in rows:
-        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
-    lines += [
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
-    ]
-    return "\n".join(lines)
-
-
-def age(ts: float | None, now: float) -> str:
-    """``12s``/``5m`` since ``ts`` (``-`` for none)."""
-    if not ts:
-        return "-"
-    secs = max(0.0, now - ts)
-    return f"{secs:.0f}s" if secs < 120 else f"{secs / 60:.0f}m"
+#: Audit batches shown (newest first).
+RECENT_AUDITS = 5
 
 
 class QueueDepth(BaseModel):
@@ -58,6 +43,7 @@ class StatusReport(BaseModel):
     last_errors: list[ContextStatus]
     queues: list[QueueDepth]
     limits: list[LimitView]
+    audits: list[BatchInfo] = []
 
 
 def collect_status(
@@ -94,6 +80,7 @@ def collect_status(
         last_errors=errors[:LAST_ERRORS],
         queues=[QueueDepth(queue=q, depth=queue_depth(q)) for q in names],
         limits=limit_views(limits, limiter, queue_depth),
+        audits=AuditRecords(store.redis, store.keys).recent(RECENT_AUDITS),
     )
 
 
@@ -134,4 +121,15 @@ def render_status(report: StatusReport) -> str:
             for lv in report.limits
         ),
     ]  # fmt: skip
+    if report.audits:
+        parts += ["", "AUDITS (recent)"]
+        for a in report.audits:
+            counts = " ".join(
+                f"{s} {a.counts.get(s, 0)}"
+                for s in ("pending", "running", "pass", "fail", "error", "timeout")
+            )
+            parts.append(
+                f"  {a.batch} {a.check} [{'complete' if a.complete else 'running'}] "
+                f"{a.done}/{a.total}: {counts}  {age(a.created_at, now)} ago"
+            )  # fmt: skip
     return "\n".join(parts)

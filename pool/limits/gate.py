@@ -9,7 +9,9 @@ process, with its own broker connection), which:
    exactly until the limiter says one is due (the limiter is shared by every node, so together
    the gates admit no more than the limit);
 3. forwards an admitted message unchanged, plus an admission header, to its own node queue
-   ``node-<name>`` and only then acknowledges it; the task starts there at once.
+   ``node-<name>`` and only then acknowledges it; the task starts there at once. A message
+   that must run on a node with a tag (header ``ctxpool_tag``: audit items) goes to
+   ``audit-<tag>`` instead when this node lacks that tag.
 
 So the backlog stays in the broker, a worker process never sleeps on a token, a token is only
 taken when a message is in hand (none wasted while work waits), and the node's other queues
@@ -37,7 +39,7 @@ from pool.health import Health
 from pool.instruments import Instruments, instruments
 from pool.limits.limiter import Limiter
 from pool.limits.spec import LimitSpec
-from pool.queues import direct_queue, limit_queue, node_queue
+from pool.queues import audit_queue, direct_queue, limit_queue, node_queue
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,8 @@ H_LIMIT = "ctxpool_limit"
 H_KEY = "ctxpool_key"
 H_ATTEMPTS = "ctxpool_attempts"
 H_ADMITTED = "ctxpool_admitted"
+#: The tag whose nodes must run the call (audit items); absent: any node.
+H_TAG = "ctxpool_tag"
 
 #: Idle polling of an empty limit queue backs off from MIN to MAX seconds.
 POLL_MIN_S = 0.01
@@ -86,8 +90,11 @@ class LimitGate:
         node: str,
         health: Health | None = None,
         metrics: Instruments | None = None,
+        tags: frozenset[str] | None = None,
     ) -> None:
         self.name = name
+        #: This node's tags (``None``: unknown, every admitted call stays on this node).
+        self.tags = tags
         self.spec = spec
         self.limiter = limiter
         self.broker_url = broker_url
@@ -245,11 +252,15 @@ class LimitGate:
         # Through the default exchange (routing key = queue name), as Celery sends to a named
         # queue: no exchange binding involved, so a Redis that lost its data (and kombu's
         # binding keys) cannot route an admitted call to nowhere.
+        target = self.target
+        tag = headers.get(H_TAG)
+        if tag and self.tags is not None and tag not in self.tags:
+            target = direct_queue(audit_queue(str(tag)))  # a node with that tag runs it
         producer.publish(
             message.body,
             exchange="",
-            routing_key=self.target.name,
-            declare=[self.target],
+            routing_key=target.name,
+            declare=[target],
             headers=headers,
             content_type=message.content_type,
             content_encoding=message.content_encoding,

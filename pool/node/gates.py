@@ -39,6 +39,7 @@ class LimitGateStep(bootsteps.StartStopStep):  # type: ignore[misc]
                 dict(conf.broker_transport_options or {}),
                 rt.identity.name,
                 rt.health,
+                tags=rt.identity.tags,
             )
             gate.start()
             self.gates.append(gate)

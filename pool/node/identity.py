@@ -10,7 +10,14 @@ from celery import bootsteps
 from pool.contexts.reconcile import NodeIdentity
 from pool.limits.task import check_task_limits
 from pool.node.runtime import node_runtime
-from pool.queues import LIMIT_PREFIX, direct_queue, node_queue, tag_queue, tags_of
+from pool.queues import (
+    LIMIT_PREFIX,
+    audit_queue,
+    direct_queue,
+    node_queue,
+    tag_queue,
+    tags_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -19,8 +26,9 @@ class NodeIdentityStep(bootsteps.Step):  # type: ignore[misc]
     """Select the node's queues and fix its identity (worker blueprint).
 
     Queues: ``tag-<t>`` for its tags (from ``-Q`` and ``CTXPOOL_TAGS``; ``CTXPOOL_TAGS`` alone
-    serves exactly those) and ``node-<name>``. A ``limit-…`` queue on the command line is
-    dropped with a warning: gates admit those (consuming them would be a busy loop).
+    serves exactly those), ``audit-<t>`` for the same tags, and ``node-<name>``. A ``limit-…``
+    queue on the command line is dropped with a warning: gates admit those (consuming them
+    would be a busy loop).
 
     Raises:
         ConfigError: a registered task names a limit that is not configured.
@@ -50,6 +58,8 @@ class NodeIdentityStep(bootsteps.Step):  # type: ignore[misc]
         if limit_queues:
             queues.deselect(limit_queues)
         queues.select_add(direct_queue(node_queue(settings.node_name)))
+        for tag in tags:  # audit items: never closed by the capacity gate
+            queues.select_add(direct_queue(audit_queue(tag)))
         check_task_limits(app)
         identity = NodeIdentity(
             name=settings.node_name, tags=frozenset(tags), capacity=settings.capacity

@@ -13,6 +13,7 @@ Bootsteps and public signals only; no worker internals are read or patched:
 - :class:`~pool.node.drpmachine.DrpMachineStep`: the node's tags and member name on its DRP
   machine (``CTXPOOL_DRP_MACHINE``), cleared at shutdown;
 - :class:`~pool.node.health.NodeHealthStep`: start-up checks, ``/healthz`` and ``/metrics``;
+- :class:`~pool.node.audits.AuditSweepStep`: the audit batch sweep (one node per period);
 - :class:`~pool.node.engine_watch.EngineWatchStep`: engine outages logged once, counted, and
   followed by a sweep when the engine is back.
 """
@@ -25,6 +26,7 @@ from typing import Any
 from celery import signals
 
 from pool.appconfig import CtxpoolCelery
+from pool.node.audits import AuditSweepStep
 from pool.node.drain import DrainStep
 from pool.node.drpmachine import DrpMachineStep
 from pool.node.engine_watch import EngineWatchStep
@@ -46,6 +48,7 @@ CONSUMER_STEPS = (
     LimitGateStep,
     EngineWatchStep,
     DrpMachineStep,
+    AuditSweepStep,
 )
 
 

@@ -15,7 +15,8 @@ from pool.drp.params import AGENT_SEEN_PARAM, OWNER_PARAMS, TAG_PARAMS, UNPLACED
 from pool.errors import CtxpoolError
 from pool.limits.limiter import RedisLimiter
 from pool.settings import Settings
-from pool.status import collect_status, render_status, table
+from pool.status import collect_status, render_status
+from pool.textfmt import table
 
 log = logging.getLogger(__name__)
 
