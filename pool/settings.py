@@ -114,6 +114,16 @@ class Settings(BaseSettings):
     call_record_ttl_s: int = Field(
         86400, ge=60, description="How long results of integration calls are kept."
     )
+    redfish_username: str | None = Field(
+        None, description="Audits: BMC user for Redfish checks whose params name none."
+    )
+    redfish_password: SecretStr | None = Field(None, description="Audits: BMC password.")
+    redfish_ca_bundle: str | None = Field(
+        None, description="Audits: CA bundle to verify BMCs' TLS with (default: system CAs)."
+    )
+    redfish_verify_tls: bool = Field(
+        True, description="Audits: verify BMCs' TLS (self-signed BMCs: a CA bundle, or false)."
+    )
     audit_retention_s: int = Field(
         7 * 86400, ge=60, description="How long audit batches and results are kept."
     )

@@ -232,6 +232,11 @@ class NoopCheck(Check):
 #: listing them loads no client library). Entry points cannot shadow these names.
 BUILTIN_CHECKS: dict[str, str] = {
     "noop": "pool.audits.checks:NoopCheck",
+    "redfish-health": "pool.audits.builtin.redfish:RedfishHealthCheck",
+    "drp-params": "pool.audits.builtin.drp_params:DrpParamsCheck",
+    "tls-expiry": "pool.audits.builtin.tls:TlsExpiryCheck",
+    "http": "pool.audits.builtin.http:HttpCheck",
+    "container": "pool.audits.builtin.container:ContainerCheck",
 }
 
 

@@ -130,6 +130,38 @@ def _session() -> requests.Session:
     return session
 
 
+def send(
+    req: HttpRequest, session: requests.Session | None = None, allow_redirects: bool = True
+) -> tuple[requests.Response, float]:
+    """Send ``req`` once, unclassified (no retry, no deferral): the building block of
+    :func:`perform` and of audits' ``http`` check.
+
+    Args:
+        req: the call (its timeout, TLS verification and CA bundle apply).
+        session: the HTTP session (default: this thread's).
+        allow_redirects: follow redirects.
+
+    Returns:
+        The response (body read) and the time it took, in milliseconds.
+
+    Raises:
+        requests.RequestException: the call failed (connection, timeout, TLS, ...).
+    """
+    verify: bool | str = req.ca_bundle if (req.verify_tls and req.ca_bundle) else req.verify_tls
+    started = time.monotonic()
+    response = (session or _session()).request(
+        req.method,
+        req.url,
+        headers=req.headers,
+        params=req.params or None,
+        json=req.json_body,
+        timeout=req.timeout_s,
+        verify=verify,
+        allow_redirects=allow_redirects,
+    )
+    return response, (time.monotonic() - started) * 1000
+
+
 def perform(req: HttpRequest, task_id: str, attempt: int) -> HttpResult:
     """Make one attempt of ``req``.
 
@@ -144,19 +176,8 @@ def perform(req: HttpRequest, task_id: str, attempt: int) -> HttpResult:
     Raises:
         Deferred: 408/425/429/5xx or a connection error/timeout, with the delay to wait.
     """
-    verify: bool | str = req.ca_bundle if (req.verify_tls and req.ca_bundle) else req.verify_tls
-    started = time.monotonic()
     try:
-        response = _session().request(
-            req.method,
-            req.url,
-            headers=req.headers,
-            params=req.params or None,
-            json=req.json_body,
-            timeout=req.timeout_s,
-            verify=verify,
-            allow_redirects=True,
-        )
+        response, elapsed_ms = send(req)
     except (requests.ConnectionError, requests.Timeout) as exc:
         raise Deferred(backoff_s(attempt), f"{type(exc).__name__} to {req.host}") from exc
     except requests.RequestException as exc:
@@ -168,7 +189,6 @@ def perform(req: HttpRequest, task_id: str, attempt: int) -> HttpResult:
             attempts=attempt,
             error=f"{type(exc).__name__}: {exc}",
         )
-    elapsed_ms = (time.monotonic() - started) * 1000
     if response.status_code in RETRY_STATUSES:
         delay = retry_after_s(response.headers.get("Retry-After"))
         reason = f"HTTP {response.status_code} from {req.host}"

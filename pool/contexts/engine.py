@@ -7,7 +7,6 @@ Containers are found by labels, never by name alone: several nodes may share one
 from __future__ import annotations
 
 import datetime
-import fnmatch
 import hashlib
 import logging
 import os
@@ -16,9 +15,9 @@ from enum import StrEnum
 from typing import Any
 
 import docker
-from docker.types import LogConfig, Mount
+from docker.types import Mount
 
-from pool.contexts import mounts
+from pool.contexts import jobs, mounts
 from pool.contexts.artifacts import (
     AGENT_COMMAND,
     AGENT_PATH,
@@ -29,12 +28,12 @@ from pool.contexts.artifacts import (
     RegistryImages,
 )
 from pool.contexts.dockerapi import EngineConflictError, EngineNotFoundError, engine_call
-from pool.contexts.models import ContextSpec
+from pool.contexts.models import ContextSpec, JobResult, JobSpec
+from pool.contexts.security import check_image_allowed, secure_defaults
 from pool.errors import (
     ArtifactUnavailableError,
     CapabilityNotAllowedError,
     EngineError,
-    ImageNotAllowedError,
     ImageUnavailableError,
     PermanentContextError,
 )
@@ -189,11 +188,7 @@ class DockerEngine:
             ImageNotAllowedError: the image matches no ``allowed_images`` pattern.
             CapabilityNotAllowedError: a capability outside ``cap_allowlist`` is requested.
         """
-        if not any(fnmatch.fnmatchcase(spec.image, pat) for pat in self.settings.allowed_images):
-            raise ImageNotAllowedError(
-                f"image {spec.image!r} is not allowed (CTXPOOL_ALLOWED_IMAGES="
-                f"{','.join(self.settings.allowed_images)})"
-            )
+        check_image_allowed(spec.image, self.settings)
         extra = sorted(set(spec.cap_add) - set(self.settings.cap_allowlist))
         if extra:
             raise CapabilityNotAllowedError(f"capabilities not allowed: {', '.join(extra)}")
@@ -316,19 +311,9 @@ class DockerEngine:
             "labels": labels,
             "environment": spec.container_env(s.drp_endpoints),
             "detach": True,
-            "privileged": False,
-            "cap_drop": ["ALL"],
+            **secure_defaults(s, res.memory_mb, res.cpus, res.pids),
             "cap_add": list(spec.cap_add) or None,
-            "security_opt": ["no-new-privileges"],
-            "mem_limit": f"{res.memory_mb or s.default_memory_mb}m",
-            "nano_cpus": int((res.cpus or s.default_cpus) * 1e9),
-            "pids_limit": res.pids or s.default_pids,
             "restart_policy": {"Name": "unless-stopped"},
-            "init": True,
-            "log_config": LogConfig(
-                type="json-file",
-                config={"max-size": s.log_max_size, "max-file": str(s.log_max_files)},
-            ),
         }
         binds = [_mount(m) for m in mounts.allowed_mounts(spec.volumes, s, self._engine_socket())]
         if agent is not None:
@@ -400,6 +385,22 @@ class DockerEngine:
         for ref in refs:
             self._remove(ref, "context removed")
         return len(refs)
+
+    def run_job(self, job: JobSpec, owner: str | None = None) -> JobResult:
+        """Run a one-shot job container (an audit's container check) with the contexts'
+        image allowlist and secure defaults; it is removed afterwards, also on timeouts and
+        errors. See :func:`pool.contexts.jobs.run_job`.
+
+        Args:
+            job: what to run.
+            owner: the label naming who ran it (default: this node).
+
+        Raises:
+            ImageNotAllowedError: the image is outside the allowlist (no container made).
+            PermanentContextError: the image cannot be had, or the engine refused the job.
+            EngineError: the engine failed (transient).
+        """
+        return jobs.run_job(self.client, self.settings, job, owner or self.settings.node_name)
 
     def remove_container(self, ref: ContainerRef, why: str) -> None:
         """Remove one container found by :meth:`list_containers`."""

@@ -225,3 +225,44 @@ class Nudge(BaseModel):
 Publisher = Callable[[Nudge, str], None]
 #: Sends many nudges at once: ``publish_many([(nudge, queue_name), ...])``.
 BatchPublisher = Callable[[Sequence[tuple[Nudge, str]]], None]
+
+
+class JobSpec(BaseModel):
+    """A short-lived container that runs one command and is removed (an audit's container
+    check). It gets the secure defaults of contexts, a read-only root file system with a small
+    ``/tmp``, and no network unless ``network`` allows it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    image: str = Field(min_length=1, max_length=512)
+    command: list[str] | None = Field(None, description="Command (default: the image's).")
+    env: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = Field(60.0, gt=0, le=86400, description="Killed after this long.")
+    network: bool = Field(False, description="Attach the engine's default network.")
+    read_only: bool = Field(True, description="Read-only root file system (tmpfs /tmp).")
+    resources: Resources = Field(default_factory=Resources)
+    labels: dict[str, str] = Field(
+        default_factory=dict, description="Extra labels (who runs it, for which check)."
+    )
+
+    @field_validator("env")
+    @classmethod
+    def _check_env(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = sorted(name for name in value if not _ENV_NAME_RE.match(name))
+        if bad:
+            raise ValueError(f"invalid env names: {', '.join(bad)}")
+        return value
+
+
+class JobResult(BaseModel):
+    """What a job came to. ``exit_code`` is ``None`` when it was killed at its timeout."""
+
+    model_config = ConfigDict(frozen=True)
+
+    container_name: str
+    image_id: str
+    exit_code: int | None
+    timed_out: bool
+    stdout: str = Field(description="Its standard output (the first 64 KiB).")
+    stderr: str = Field(description="The last 4 KiB of its standard error.")
+    elapsed_ms: float

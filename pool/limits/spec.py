@@ -32,6 +32,8 @@ from pool.errors import ConfigError
 DEFAULT_LIMITS: dict[str, str] = {
     "http": "10/s burst 10 per {host}",
     "drp-api": "50/s burst 50",
+    # BMCs are slow and small: a few calls at a time each (audits' redfish-health check)
+    "redfish": "5/s burst 5 concurrency 4 per {host}",
 }
 
 _RATE_RE = re.compile(
