@@ -402,6 +402,14 @@ class DockerEngine:
         """
         return jobs.run_job(self.client, self.settings, job, owner or self.settings.node_name)
 
+    def remove_stale_jobs(self, owner: str) -> int:
+        """Remove ``owner``'s audit job containers past their expiry (a node killed mid-job).
+
+        Raises:
+            EngineError: listing failed.
+        """
+        return jobs.remove_stale_jobs(self.client, owner)
+
     def remove_container(self, ref: ContainerRef, why: str) -> None:
         """Remove one container found by :meth:`list_containers`."""
         self._remove(ref, why)

@@ -36,6 +36,7 @@ class SweepReport:
     outcomes: dict[str, int] = field(default_factory=dict)
     renudged: int = 0
     errors: int = 0
+    stale_jobs: int = 0  # audit job containers past their expiry, removed
     pool_sweep: bool = False
 
     def count(self, outcome: Outcome) -> None:
@@ -78,6 +79,11 @@ class Sweeper:
             except CtxpoolError as exc:
                 report.errors += 1
                 log.warning("sweep: context %s: %s", uuid, exc)
+        try:
+            report.stale_jobs = self.engine.remove_stale_jobs(me)
+        except CtxpoolError as exc:
+            report.errors += 1
+            log.warning("sweep: stale job containers: %s", exc)
         lease_ttl_s = max(self.settings.sweep_s * 0.9, 1.0)
         if self.store.locks.lease(self.store.keys.sweep_lease, me, lease_ttl_s):
             report.pool_sweep = True
