@@ -98,8 +98,14 @@ build_wheels() {  # .build/wheels/deps (cached by pyproject.toml) and .build/whe
   SOURCE_DATE_EPOCH=315532800 _pip wheel --no-deps -w "$WHEELS/app" "$src"
   rm -rf "$src"
   ls "$WHEELS"/app/ctxpool-*.whl >/dev/null
-  key=$( (cat "$CTXPOOL_ROOT/pyproject.toml"; python3 -c 'import sysconfig; print(sysconfig.get_platform())'; echo "$pyver") \
-    | sha256sum | cut -c1-16)
+  # the dependency wheels depend on the declared dependencies and this platform only
+  key=$(python3 - "$CTXPOOL_ROOT/pyproject.toml" <<'EOF_PY' | sha256sum | cut -c1-16
+import sys, sysconfig, tomllib
+project = tomllib.load(open(sys.argv[1], "rb"))["project"]
+print(sorted(project["dependencies"]), project.get("requires-python"))
+print(sysconfig.get_platform(), "%d.%d" % sys.version_info[:2])
+EOF_PY
+)
   deps="$BUILD_CACHE/deps-$key"
   if [ ! -f "$deps/.complete" ]; then
     say "wheels: dependencies of pyproject.toml (key $key) into $deps"

@@ -10,6 +10,7 @@ ensure_redis
 ensure_python
 ensure_test_image
 ensure_podman  # the engine matrix: Podman's Docker-compatible API
+ensure_compose  # docker-compose and debootstrap: tests/deploy builds and runs the compose stack
 cd "$CTXPOOL_ROOT"
 
 say "ruff"
