@@ -117,7 +117,7 @@ EOF_PY
     touch "$deps.tmp/.complete"
     mv "$deps.tmp" "$deps"
   fi
-  cp -al "$deps" "$WHEELS/deps" 2>/dev/null || cp -a "$deps" "$WHEELS/deps"
+  cp -al "$deps" "$WHEELS/deps" 2>/dev/null || { rm -rf "$WHEELS/deps"; cp -a "$deps" "$WHEELS/deps"; }
   step_done "wheels: $(find "$WHEELS/deps" -name '*.whl' | wc -l) dependencies + ctxpool in $WHEELS"
 }
 
@@ -132,13 +132,18 @@ _complete_for_image() {  # DIR: add what the image's Python needs that this host
   # Environment markers are evaluated by the Python that resolves: this host's 3.11.x may
   # skip a dependency Debian's 3.11.2 needs (redis: async-timeout; python_full_version <
   # "3.11.3"). Resolve offline with the image's own pip and fetch what it misses.
-  local dir="$1" missing
+  local dir="$1" out missing
   for _ in 1 2 3 4 5 6 7 8; do
-    missing=$(docker run --rm --network none -v "$dir:/wheels:ro" -v "$WHEELS/app:/app:ro" \
+    out=$(docker run --rm --network none -v "$dir:/wheels:ro" -v "$WHEELS/app:/app:ro" \
       "$BASE_IMAGE" sh -c 'python3 -m venv /tmp/v && /tmp/v/bin/pip install -q --dry-run \
-        --disable-pip-version-check --no-index --find-links /wheels /app/*.whl' 2>&1 \
-      | sed -n 's/.*No matching distribution found for \(.*\)$/\1/p' | head -1 || true)
-    [ -n "$missing" ] || return 0
+        --disable-pip-version-check --no-index --find-links /wheels /app/*.whl' 2>&1) \
+      && return 0
+    missing=$(sed -n 's/.*No matching distribution found for \(.*\)$/\1/p' <<<"$out" | head -1)
+    if [ -z "$missing" ]; then  # not a missing wheel: no base image, no engine, ...
+      say "wheels: checking them with $BASE_IMAGE's Python failed (run the base step first?)"
+      tail -20 <<<"$out" >&2
+      return 1
+    fi
     say "wheels: the image's Python also needs ${missing%%;*}"
     _pip download --no-deps --only-binary=:all: -d "$dir" "${missing%%;*}"
   done

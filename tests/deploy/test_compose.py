@@ -91,6 +91,13 @@ def _machines(stack: Stack) -> list[dict[str, Any]]:
     return [m for m in got.json() if m.get("Context") == DEMO_CONTEXT]
 
 
+def _status(url: str) -> int:
+    try:
+        return requests.get(url, timeout=5).status_code
+    except requests.RequestException:
+        return 0
+
+
 def test_every_service_turns_healthy(stack: Stack, docker_engine: docker.DockerClient) -> None:
     def healthy() -> bool:
         health = stack.health(docker_engine)
@@ -196,11 +203,16 @@ def test_flower_wants_credentials_and_sees_workers_and_task_events(stack: Stack)
 
     def reconciles() -> list[str]:
         got = requests.get(f"{base}/api/tasks", auth=auth, timeout=30)
-        tasks = got.json().values() if got.ok else []
-        return [t["name"] for t in tasks if t.get("name") == "tasks.contexts.reconcile"]
+        tasks = got.json().items() if got.ok else []
+        return [tid for tid, t in tasks if t.get("name") == "tasks.contexts.reconcile"]
 
     # the nodes run with task events (-E): Flower saw their reconciles
-    wait_for(reconciles, 60, 2, "Flower shows reconcile tasks")
+    seen = set(wait_for(reconciles, 60, 2, "Flower shows reconcile tasks"))
+
+    # --persistent: what it saw survives its restart (events are not sent again)
+    stack.compose("restart", "-t", "20", "flower")
+    wait_for(lambda: _status(f"{base}/healthcheck") == 200, 60, 1, "Flower back")
+    assert seen <= set(reconciles())
 
 
 def test_the_exporter_reports_both_nodes(stack: Stack) -> None:
