@@ -137,6 +137,14 @@ ensure_python() {  # the project and its dev tools, editable
   python3 -c 'import pool' && touch "$stamp"
 }
 
+ensure_compose() {  # docker-compose (Debian's 1.29) and debootstrap, for the compose test
+  apt_install docker-compose:docker-compose debootstrap:debootstrap
+  # Debian's docker-compose runs on /usr/bin/python3 with Debian's python3-docker; a newer
+  # docker-py pip-installed into that Python breaks it: say so plainly.
+  docker-compose version >/dev/null 2>&1 || {
+    say "docker-compose is installed but does not run:"; docker-compose version >&2; return 1; }
+}
+
 ensure_test_image() {  # busybox image imported from Debian's busybox-static (no registry here)
   apt_install busybox:busybox-static
   (cd "$CTXPOOL_ROOT" && python3 -c 'from tests.support import docker_client, build_test_image; print(build_test_image(docker_client()))' >/dev/null)

@@ -11,6 +11,7 @@ ensure_python
 ensure_test_image
 ensure_podman  # the engine matrix: Podman's Docker-compatible API
 ensure_promtool  # deploy/prometheus checks
+ensure_compose  # docker-compose and debootstrap: tests/deploy builds and runs the compose stack
 cd "$CTXPOOL_ROOT"
 
 say "ruff"
