@@ -10,7 +10,6 @@ Timings of each phase go to ``$CTXPOOL_STATE_DIR/compose-test.log`` (/tmp/ctxpoo
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -36,7 +35,6 @@ SERVICES = {"redis", "bridge", "node-ci", "node-audit", "flower", "metrics", "dr
 #: seed_demo's defaults: 2 machines on each demo tag, and a cluster of 2 members on tag ci.
 DEMO_MACHINES = 2 * len(DEMO_TAGS) + 2
 #: The node side fetches drpcli from DRP's file space only where that source exists.
-AGENT_SOURCE = importlib.util.find_spec("pool.contexts.agent") is not None
 OWNER_PARAM = "docker-context/owner"
 
 
@@ -66,7 +64,7 @@ def stack(
         command=command,
         work_dir=tmp_path_factory.mktemp("compose"),
         gateway=bridge_gateway(docker_engine),
-        agent_inject=AGENT_SOURCE,
+        agent_inject=True,
     )
     try:
         s.up()
@@ -159,10 +157,6 @@ def test_demo_machines_get_containers_on_nodes_of_their_tag(
     assert len(containers) == DEMO_MACHINES  # one container per machine, no strays
 
 
-@pytest.mark.skipif(
-    not AGENT_SOURCE, reason="drpcli injection from DRP's file space (pool.contexts.agent) "
-    "is not in this tree: the nodes run with CTXPOOL_AGENT_INJECT=false"
-)  # fmt: skip
 def test_each_context_agent_writes_back_to_the_simulator(
     stack: Stack, docker_engine: docker.DockerClient
 ) -> None:
