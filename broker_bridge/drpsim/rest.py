@@ -7,6 +7,7 @@ with RFC 6902 incl. ``test``, PUT, delete; ``/params/<key>`` get/set/delete; ``/
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
@@ -105,6 +106,10 @@ class RestApi:
                 raw = []
                 if qv == "Ne()":
                     items = [o for o in items if o.get(qk) or o["Params"].get(qk)]
+                    continue
+                if qv.startswith("Re(") and qv.endswith(")"):  # DRP's regular-expression filter
+                    rx = re.compile(qv[3:-1])
+                    items = [o for o in items if rx.search(str(o["Params"].get(qk, o.get(qk, ""))))]
                     continue
                 want = qv[3:-1] if qv.startswith("Eq(") and qv.endswith(")") else qv
                 items = [o for o in items if str(o["Params"].get(qk, o.get(qk, ""))) == want]

@@ -121,3 +121,50 @@ def test_container_check_timeout_kills_through_a_batch(
         return not docker_engine.api.containers(all=True, filters={"label": LABEL_JOB})
 
     support.wait_for(no_jobs, 30, 0.5, what="every job container removed")
+
+
+def test_drp_params_over_a_machine_filter_writes_results_back_to_drp(
+    start_worker: Callable[..., support.Worker],
+    producer_app: CtxpoolCelery,
+    tag: str,
+) -> None:
+    from broker_bridge.drpsim import DrpSim
+    from pool.appconfig import create_app
+    from pool.audits.service import machine_targets
+
+    with DrpSim() as sim:
+        drp_env = {"CTXPOOL_DRP_URL": sim.url, "CTXPOOL_DRP_TOKEN": sim.token}
+        start_worker("dp-1", [f"tag-{tag}"], **drp_env)
+        good = [sim.create_machine(f"web-{i}", "", {"site": "ams"})["Uuid"] for i in range(3)]
+        bad = sim.create_machine("web-9", "", {"site": "fra"})["Uuid"]
+        sim.create_machine("db-1", "", {"site": "ams"})
+        app = create_app()
+        settings = producer_app.ctxpool_settings.model_copy(
+            update={"drp_url": sim.url, "drp_token": sim.token}
+        )
+        app.use_settings(settings)
+        audits = Audits(app)
+        targets = machine_targets(audits.runtime, "Name=Re(^web-)")
+        assert sorted(targets) == sorted([*good, bad])  # the filter, not every machine
+        batch = audits.submit(
+            "drp-params", targets, {"expected": {"site": "ams"}}, tag=tag, writeback=True
+        )
+        audits.wait(batch, timeout_s=90)
+        report = audits.report(batch)
+        assert report is not None
+        states = {r.target: r.state for r in report.rows}
+        assert states == {**dict.fromkeys(good, "pass"), bad: "fail"}
+
+        def written() -> bool:
+            return all(
+                isinstance((sim.get(u) or {}).get("Params", {}).get("audit/drp-params"), dict)
+                for u in targets
+            )
+
+        support.wait_for(written, 60, 0.5, what="results written back to DRP")
+        result = sim.get(bad)["Params"]["audit/drp-params"]  # type: ignore[index]
+        assert result["result"] == "fail"
+        assert result["batch"] == batch
+        assert "at" in result
+        assert "detail" in result
+        app.close()
