@@ -25,11 +25,11 @@ python3 -c "import broker_bridge.main, sys; assert 'docker' not in sys.modules, 
 python3 -c "import pool.cli, sys; assert 'docker' not in sys.modules, 'the CLI loads docker-py'"
 
 say "pytest (broker: Redis)"
-python3 -m pytest -q -ra "$@"
+python3 -m pytest -q -ra --durations=15 "$@"
 
 if [ -n "${CI:-}" ] || [ -z "${CTXPOOL_SKIP_RABBITMQ:-}" ]; then
   ensure_rabbitmq
-  say "pytest integration (broker: RabbitMQ)"
+  say "pytest integration (broker: RabbitMQ; tests that use no broker ran above)"
   CTXPOOL_TEST_BROKER_URL="amqp://guest:guest@127.0.0.1:5672//" \
-    python3 -m pytest -q -ra -m integration tests/integration "$@"
+    python3 -m pytest -q -ra --durations=10 -m "integration and not no_broker" tests/integration "$@"
 fi

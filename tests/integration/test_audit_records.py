@@ -13,7 +13,7 @@ from pool.audits.models import BatchInfo, StoredResult
 from pool.audits.records import AuditRecords
 from pool.keys import Keys
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.no_broker]
 
 
 @pytest.fixture

@@ -28,7 +28,7 @@ from pool.settings import Settings
 from tests.support import RecordingServer, free_port, need, wait_for
 from tests.tlscerts import TlsServer, make_ca, make_leaf, make_self_signed
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.no_broker]
 
 BMC_USER, BMC_PASSWORD = "admin", "redfish-pw-7"
 

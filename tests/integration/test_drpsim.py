@@ -16,7 +16,7 @@ from pool.drp.client import DrpClient
 from pool.drp.config import DrpConfig
 from pool.drp.errors import DrpAuthError, DrpNotFoundError
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.no_broker]
 
 drppy = pytest.importorskip("drppy_client", reason="drppy-client is a dev dependency")
 from drppy_client.api.contexts_api import ContextsApi  # noqa: E402

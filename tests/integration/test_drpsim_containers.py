@@ -17,7 +17,7 @@ import requests
 from broker_bridge.drpsim import AGENT_FILES, AGENT_PARAM, SHA_HEADER, DrpSim
 from tests.support import build_archived_image, save_image_archive, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.no_broker]
 
 
 @pytest.fixture

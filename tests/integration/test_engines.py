@@ -19,7 +19,7 @@ from pool.errors import EngineUnavailableError, MountNotAllowedError
 from pool.settings import Settings
 from tests import support
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.no_broker]
 
 PODMAN_SOCK = os.environ.get("CTXPOOL_TEST_PODMAN_SOCK", "/run/ctxpool-podman.sock")
 

@@ -13,7 +13,7 @@ from pool.limits.limiter import Limiter, MemoryLimiter, RedisLimiter
 from pool.limits.spec import LimitSpec
 from tests import support
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.no_broker]
 
 
 class FakeClock:

@@ -19,6 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import tasks.integrations as ti
 from pool.appconfig import CtxpoolCelery, create_app
+from pool.audits.service import Audits
 from pool.calls.http import HttpRequest
 from pool.contexts.api import ContextAPI
 from pool.contexts.engine import EnsureAction, EnsureResult
@@ -180,6 +181,10 @@ def test_a_live_node_serves_every_documented_metric(
         for i in range(calls):
             ti.submit_http(HttpRequest(url=f"{srv.url}/m/{i}", limit="mhttp"), app=lim_app)
         wait_for(lambda: len(srv.served()) >= calls, 60, 0.2, what="limited calls served")
+    # an audit item on the node's tag: the item duration histogram has samples
+    audits = Audits(lim_app)
+    batch = audits.submit("noop", ["t-1", "t-2"], {}, tag="ci")
+    assert audits.wait(batch, timeout_s=60).complete
 
     def settled() -> dict[str, Any] | None:
         page = _scrape(port)
@@ -207,6 +212,10 @@ def test_a_live_node_serves_every_documented_metric(
     for result in ("renewed", "lost", "failed"):
         assert _get_sample(page, "ctxpool_lease_renewals_total", result=result) is not None
     assert _get_sample(page, "ctxpool_lease_steals_total") == 0
+    assert (
+        _get_sample(page, "ctxpool_audit_item_duration_seconds_count", check="noop", result="pass")
+        == 2
+    )
 
     files = list((tmp_path / "state" / "metrics" / node).glob("counter_*.db"))
     pids = {int(re.sub(r"\D", "", f.name)) for f in files}

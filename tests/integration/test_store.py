@@ -13,7 +13,7 @@ from pool.contexts.store import StateStore
 from pool.errors import StoreError
 from pool.membership import Membership
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.no_broker]
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ import pytest
 
 from tests.support import free_port, wait_for
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.no_broker]
 
 
 def _get(url: str, auth: tuple[str, str] | None = None) -> tuple[int, bytes]:
