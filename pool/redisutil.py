@@ -61,6 +61,7 @@ def converting(what: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
     return decorate
 
 
+@functools.cache
 def lua(name: str) -> str:
-    """The source of ``pool/lua/<name>.lua``."""
+    """The source of ``pool/lua/<name>.lua`` (read once per process)."""
     return (resources.files("pool") / "lua" / f"{name}.lua").read_text()

@@ -74,10 +74,18 @@ class AuditItemTask(LimitedTask):
         return super().__call__(*args, **kwargs)
 
     def runner(self) -> ItemRunner:
+        """This process's item runner, built once (again after the runtime's clients were
+        rebuilt, e.g. in a pool process after the fork)."""
         rt = self.app.runtime
+        store = rt.store
+        cached = self.__dict__.get("_runner")
+        if cached is not None and cached[0] is store:
+            return cached[1]  # type: ignore[no-any-return]
         identity = getattr(rt, "identity", None)
         node = identity.name if identity is not None else rt.settings.node_name
-        return item_runner(rt, node)
+        runner = item_runner(rt, node)
+        self.__dict__["_runner"] = (store, runner)
+        return runner
 
     def on_exhausted(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], deferred: Deferred
