@@ -17,7 +17,6 @@ import logging
 import os
 import secrets
 import signal
-import socket
 import sys
 import time
 import urllib.request
@@ -30,7 +29,7 @@ import docker
 import redis as redis_lib
 
 from pool.contexts.dockerapi import engine_call
-from pool.contexts.engine import LABEL_OWNER, DockerEngine
+from pool.contexts.engine import DockerEngine
 from pool.contexts.store import StateStore
 from pool.errors import CtxpoolError
 from pool.settings import Settings
@@ -126,12 +125,6 @@ def _http_status(url: str, auth: str | None = None, timeout_s: float = 2.0) -> i
         return int(exc.code)
 
 
-def _free(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) != 0
-
-
 class Stack:
     """One ``ctxpool up``."""
 
@@ -192,7 +185,9 @@ class Stack:
         s = self.settings
         client = self._engine()
         redis_url = self._redis()
-        self.env.update(CTXPOOL_BROKER_URL=redis_url, CTXPOOL_REDIS_URL=redis_url)
+        if not (os.environ.get("CTXPOOL_BROKER_URL") or os.environ.get("CTXPOOL_REDIS_URL")):
+            # embedded: one Redis is the broker and the store (configured URLs stay as given)
+            self.env.update(CTXPOOL_BROKER_URL=redis_url, CTXPOOL_REDIS_URL=redis_url)
         self.env.setdefault("CTXPOOL_SEND_EVENTS", "true")
         # a local stack: nodes notice each other (and a fresh store's wait ends) in seconds
         self.env.setdefault("CTXPOOL_HEARTBEAT_S", "2")
@@ -249,7 +244,7 @@ class Stack:
         image = ensure_demo_image(client)
         host = bridge_gateway(client)
         port = self.settings.sim_port
-        if not _free(host, port):
+        if not embedded.port_free(port, host):
             port = embedded.pick_port(0)
         token = secrets.token_urlsafe(24)
         token_file = self.state_dir / "drpsim-token"
@@ -327,7 +322,9 @@ class Stack:
 
     def _watch(self, info: StackInfo) -> int:
         store = StateStore.from_url(info.redis_url, self.settings.key_prefix)
-        summary = Summary(self.settings, store, info.drp_url, self.env.get("CTXPOOL_DRP_TOKEN"))
+        summary = Summary(
+            self.settings, info.redis_url, store, info.drp_url, self.env.get("CTXPOOL_DRP_TOKEN")
+        )
         tty = self.out.isatty()
         last_print = 0.0
         while not self._stop:
@@ -383,4 +380,4 @@ def down(settings: Settings) -> int:
     return 0
 
 
-__all__ = ["LABEL_OWNER", "Stack", "UpError", "down"]
+__all__ = ["Stack", "UpError", "down"]

@@ -33,10 +33,16 @@ class Summary:
     """Renders one screen from the store, the broker and DRP."""
 
     def __init__(
-        self, settings: Settings, store: StateStore, drp_url: str | None, token: str | None
+        self,
+        settings: Settings,
+        redis_url: str,
+        store: StateStore,
+        drp_url: str | None,
+        token: str | None,
     ) -> None:
+        # the stack's Redis (embedded or configured) is both the store and the broker
         self.settings = settings.model_copy(
-            update={"redis_url": _url_of(store), "broker_url": _url_of(store)}
+            update={"redis_url": redis_url, "broker_url": redis_url}
         )
         self.store = store
         self.limiter = RedisLimiter.from_url(self.settings.redis_url, self.settings.key_prefix)
@@ -107,8 +113,3 @@ class Summary:
             return f"{render_status(report)}\n\n{self.round_trips()}"
         except CtxpoolError as exc:
             return f"ctxpool up: state not readable now: {exc}"
-
-
-def _url_of(store: StateStore) -> str:
-    kw = store.redis.connection_pool.connection_kwargs
-    return f"redis://{kw.get('host', '127.0.0.1')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
