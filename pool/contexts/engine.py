@@ -111,6 +111,15 @@ class EnsureResult:
     agent_sha256: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Granted:
+    """What the node's policy grants a spec: its mounts (read-only where only reading is
+    allowed) and its published ports."""
+
+    volumes: list[mounts.MountSpec]
+    ports: list[mounts.PortSpec]
+
+
 def container_hash(spec: ContextSpec, agent: Agent | None) -> str:
     """The ``ctxpool.spec-hash`` label: the spec's hash, plus the injected agent's checksum
     (a new drpcli rolls the containers)."""
@@ -181,8 +190,9 @@ class DockerEngine:
 
     # ---- policy -----------------------------------------------------------------------------
 
-    def check_policy(self, spec: ContextSpec) -> None:
-        """Reject specs the node's policy forbids.
+    def check_policy(self, spec: ContextSpec) -> Granted:
+        """Reject specs the node's policy forbids; returns the mounts and ports as granted
+        (checked once, used by the create).
 
         Raises:
             ImageNotAllowedError: the image matches no ``allowed_images`` pattern.
@@ -192,8 +202,10 @@ class DockerEngine:
         extra = sorted(set(spec.cap_add) - set(self.settings.cap_allowlist))
         if extra:
             raise CapabilityNotAllowedError(f"capabilities not allowed: {', '.join(extra)}")
-        mounts.allowed_mounts(spec.volumes, self.settings, self._engine_socket())
-        mounts.allowed_ports(spec.publish_ports, self.settings)
+        return Granted(
+            mounts.allowed_mounts(spec.volumes, self.settings, self._engine_socket()),
+            mounts.allowed_ports(spec.publish_ports, self.settings),
+        )
 
     def _engine_socket(self) -> str | None:
         url = self.settings.docker_url or os.environ.get("DOCKER_HOST", "")
@@ -252,12 +264,12 @@ class DockerEngine:
             PermanentContextError: policy or image errors; retrying will not help.
             EngineError: the engine failed (transient).
         """
-        self.check_policy(spec)
+        granted = self.check_policy(spec)
         agent = self.injected_agent(spec)
         want_hash = container_hash(spec, agent)
         if fresh:
             try:
-                return self._create(spec, generation, owner, want_hash, agent, replaced=False)
+                return self._create(spec, generation, owner, want_hash, agent, granted, False)
             except _NameTakenError:
                 log.info(
                     "context %s: %s exists already, reconciling it", spec.uuid, spec.container_name
@@ -278,7 +290,7 @@ class DockerEngine:
         replaced = named is not None
         if named is not None:
             self._remove(named, "spec or owner changed")
-        return self._create(spec, generation, owner, want_hash, agent, replaced)
+        return self._create(spec, generation, owner, want_hash, agent, granted, replaced)
 
     def _start(self, ref: ContainerRef) -> None:
         with engine_call(f"start {ref.name}"):
@@ -294,6 +306,7 @@ class DockerEngine:
         owner: str,
         spec_hash: str,
         agent: Agent | None,
+        granted: Granted,
         replaced: bool,
     ) -> EnsureResult:
         image = self.images.resolve(spec)
@@ -315,7 +328,7 @@ class DockerEngine:
             "cap_add": list(spec.cap_add) or None,
             "restart_policy": {"Name": "unless-stopped"},
         }
-        binds = [_mount(m) for m in mounts.allowed_mounts(spec.volumes, s, self._engine_socket())]
+        binds = [_mount(m) for m in granted.volumes]
         if agent is not None:
             # DRP's docker-context engine: drpcli bind-mounted into a standard image
             binds.append(Mount(target=AGENT_PATH, source=agent.path, type="bind", read_only=True))
@@ -326,7 +339,7 @@ class DockerEngine:
             kwargs["command"] = list(spec.command)
         if binds:
             kwargs["mounts"] = binds
-        ports = mounts.allowed_ports(spec.publish_ports, s)
+        ports = granted.ports
         if ports:
             kwargs["ports"] = _ports(ports)
         try:
